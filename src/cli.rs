@@ -1,0 +1,97 @@
+//! The command-line definition: global flags and one subcommand per job.
+//! Each bigger subcommand's arguments live beside its code in
+//! [`commands`](crate::commands).
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{connect::ConnectArgs, listen::ListenArgs, serve::ServeArgs};
+use crate::logging::LogFormat;
+
+const EXAMPLES: &str = "\
+Examples:
+  sockit serve                          echo, stamp and greet on 127.0.0.1
+  sockit serve echo --listen 127.0.0.1:0 --listen unix:///tmp/echo.sock
+  sockit connect localhost:7014         talk to the greet service
+  echo hi | sockit connect udp://127.0.0.1:7013
+  sockit listen 127.0.0.1:9000          wait for one peer, then pipe stdin/stdout
+
+Endpoints: HOST:PORT, [::1]:PORT, tcp://HOST:PORT, udp://HOST:PORT,
+unix:///path/to.sock, tls://HOST:PORT. Servers bind to 127.0.0.1 by default.";
+
+/// sockit — the socket toolkit: echo, timestamp and greeting servers, and a
+/// netcat that closes cleanly.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, about, long_about = None, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// More log output: -v shows every connection, -vv debug detail.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less log output: errors only. (In connect and listen, -q is netcat's
+    /// quit-after-EOF, so this one is long only.)
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
+    /// Log format: text, or one JSON object per event for scripts.
+    #[arg(long, value_enum, default_value_t, global = true, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// `-v` count minus quiet, for [`crate::logging::init`].
+    pub fn verbosity(&self) -> i8 {
+        self.verbose.min(3) as i8 - i8::from(self.quiet)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run built-in services (default: echo, stamp, greet on 127.0.0.1).
+    Serve(ServeArgs),
+    /// Netcat client: stdin to the socket, the socket to stdout.
+    #[command(visible_alias = "c")]
+    Connect(ConnectArgs),
+    /// Netcat server: accept a peer, then pipe stdin/stdout both ways.
+    #[command(visible_alias = "l")]
+    Listen(ListenArgs),
+    /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sockit man | man -l -`.
+    Man,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from(["sockit", "serve", "-vv", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.verbosity(), 2);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["sockit", "--quiet", "serve"]).unwrap();
+        assert_eq!(cli.verbosity(), -1);
+    }
+
+    #[test]
+    fn bad_endpoint_is_a_usage_error() {
+        let err = Cli::try_parse_from(["sockit", "connect", "localhost"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("missing port"), "{err}");
+    }
+}

@@ -1,0 +1,242 @@
+//! `sockit serve [SERVICE…]`: run built-in services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use tracing::warn;
+
+use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
+use crate::logging;
+use crate::server::{DEFAULT_MAX_CONNS, Limits, Server};
+use crate::services::{Echo, Greet, Stamp};
+use crate::units::{parse_duration, parse_usize_size};
+
+/// The built-in services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServiceName {
+    /// Every byte back (TCP, UDP, Unix); port 7007.
+    Echo,
+    /// `[Fri Sep 30 16:26:40 2016] message` per line or datagram; port 7013.
+    Stamp,
+    /// `Welcome!`, then `Hello, X!` per message until `exit`; port 7014.
+    Greet,
+}
+
+impl ServiceName {
+    /// The name used in logs and status lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceName::Echo => "echo",
+            ServiceName::Stamp => "stamp",
+            ServiceName::Greet => "greet",
+        }
+    }
+
+    /// Where the service listens when no `--listen` names it.
+    pub fn default_endpoints(self) -> Vec<Endpoint> {
+        let at = |s: &str| s.parse().expect("built-in endpoint");
+        match self {
+            ServiceName::Echo => vec![at("tcp://127.0.0.1:7007"), at("udp://127.0.0.1:7007")],
+            ServiceName::Stamp => vec![at("tcp://127.0.0.1:7013"), at("udp://127.0.0.1:7013")],
+            ServiceName::Greet => vec![at("tcp://127.0.0.1:7014")],
+        }
+    }
+
+    fn speaks_udp(self) -> bool {
+        !matches!(self, ServiceName::Greet)
+    }
+}
+
+/// The limits every server shares; also used by `relay`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Connections open at once; more are refused at once (line services
+    /// first send an error line).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
+
+    /// Close a connection after this long with no byte either way; 0 for never.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// The longest line a line service accepts; a longer one gets an error
+    /// line and the connection is closed.
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_usize_size)]
+    pub max_line: usize,
+
+    /// At Ctrl-C / SIGTERM, how long open connections may finish before
+    /// they are closed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+}
+
+impl LimitArgs {
+    /// The resolved limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_conns: self.max_conns,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            max_line: self.max_line,
+            grace: self.grace,
+        }
+    }
+}
+
+/// Arguments of `sockit serve`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  sockit serve                                   all services on their default ports
+  sockit serve greet --listen 127.0.0.1:0         port 0: the system picks; the status line tells
+  sockit serve echo --listen udp://[::1]:0 --listen unix:///tmp/e.sock
+  sockit serve echo stamp --listen echo=:9007 --listen stamp=udp://:9013
+  sockit serve stamp --utc --idle-timeout 30s --max-conns 500
+
+Each listener prints `listening on <endpoint> (<service>)` on stderr when ready.
+Ctrl-C or SIGTERM stops accepting, gives open connections --grace, and exits 0.")]
+pub struct ServeArgs {
+    /// Services to run [default: echo stamp greet].
+    #[arg(value_enum, value_name = "SERVICE")]
+    pub services: Vec<ServiceName>,
+
+    /// Where to listen, instead of the defaults: ENDPOINT when one service is
+    /// named, else SERVICE=ENDPOINT. Repeatable.
+    #[arg(short, long, value_name = "[SERVICE=]ENDPOINT")]
+    pub listen: Vec<String>,
+
+    /// Stamp times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: LimitArgs,
+}
+
+impl ServeArgs {
+    /// Which service listens where, checked before anything is bound.
+    pub fn plan(&self) -> anyhow::Result<Vec<(ServiceName, Endpoint)>> {
+        let services = if self.services.is_empty() {
+            vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet]
+        } else {
+            self.services.clone()
+        };
+        let mut plan = Vec::new();
+        for spec in &self.listen {
+            let (service, endpoint) = match spec.split_once('=') {
+                Some((name, ep)) => {
+                    let service = ServiceName::from_str(name, true).map_err(|_| {
+                        anyhow::anyhow!("--listen {spec}: unknown service '{name}' (echo, stamp, greet)")
+                    })?;
+                    if !services.contains(&service) {
+                        bail!("--listen {spec}: {name} is not among the services to run; name it too");
+                    }
+                    (service, ep)
+                }
+                None if services.len() == 1 => (services[0], spec.as_str()),
+                None => bail!("--listen {spec}: with several services, write SERVICE=ENDPOINT"),
+            };
+            plan.push((service, endpoint.parse::<Endpoint>()?));
+        }
+        for &service in &services {
+            if !plan.iter().any(|(s, _)| *s == service) {
+                plan.extend(service.default_endpoints().into_iter().map(|ep| (service, ep)));
+            }
+        }
+        for (service, ep) in &plan {
+            if ep.is_datagram() && !service.speaks_udp() {
+                bail!("{} speaks TCP and Unix streams, not UDP: drop {ep}", service.name());
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Runs `sockit serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    let plan = args.plan()?;
+    crate::sys::raise_open_file_limit();
+    if let Some(cap) = crate::sys::somaxconn().filter(|&c| c < 1024) {
+        warn!(
+            "net.core.somaxconn is {cap}: bursts of connects may overflow the accept queue; raise it (sysctl -w net.core.somaxconn={LISTEN_BACKLOG})"
+        );
+    }
+    let server = Server::new(args.limits.limits());
+    let stamp = Arc::new(Stamp { utc: args.utc });
+    for (service, endpoint) in plan {
+        let name = service.name();
+        let bound = if endpoint.is_datagram() {
+            let socket = endpoint.bind_datagram().await?;
+            let local = Endpoint::Udp(socket.local_addr().context("local address")?.into());
+            match service {
+                ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
+                ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
+                ServiceName::Greet => unreachable!("checked by plan()"),
+            }
+            local
+        } else {
+            let listener = endpoint.bind_stream().await?;
+            let local = listener.local_endpoint().context("local address")?;
+            match service {
+                ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),
+                ServiceName::Stamp => server.serve_stream(listener, name, stamp.clone()),
+                ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet)),
+            }
+            local
+        };
+        logging::listening(&bound, name);
+    }
+    server.run_until(super::shutdown_signal()).await;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> anyhow::Result<Vec<(ServiceName, String)>> {
+        let cli = Cli::try_parse_from(["sockit", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else { unreachable!() };
+        Ok(serve.plan()?.into_iter().map(|(s, e)| (s, e.to_string())).collect())
+    }
+
+    #[test]
+    fn default_set() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.len(), 5);
+        assert!(p.contains(&(ServiceName::Greet, "tcp://127.0.0.1:7014".into())));
+        assert!(p.contains(&(ServiceName::Stamp, "udp://127.0.0.1:7013".into())));
+    }
+
+    #[test]
+    fn listen_replaces_defaults() {
+        let p = plan(&["echo", "--listen", "udp://[::1]:0", "--listen", "unix:///tmp/e.sock"]).unwrap();
+        assert_eq!(
+            p,
+            vec![(ServiceName::Echo, "udp://[::1]:0".into()), (ServiceName::Echo, "unix:///tmp/e.sock".into())]
+        );
+        let p = plan(&["echo", "greet", "--listen", "greet=:0"]).unwrap();
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn bad_plans_say_why() {
+        let err = |a: &[&str]| plan(a).unwrap_err().to_string();
+        assert!(err(&["greet", "--listen", "udp://:0"]).contains("not UDP"));
+        assert!(err(&["echo", "greet", "--listen", ":0"]).contains("SERVICE=ENDPOINT"));
+        assert!(err(&["echo", "--listen", "greet=:0"]).contains("name it too"));
+        assert!(err(&["echo", "--listen", "localhost"]).contains("missing port"));
+    }
+
+    #[test]
+    fn limit_flags() {
+        let cli = Cli::try_parse_from(["sockit", "serve", "--idle-timeout", "0", "--max-line", "1k"]).unwrap();
+        let Command::Serve(serve) = cli.command else { unreachable!() };
+        let l = serve.limits.limits();
+        assert_eq!((l.idle_timeout, l.max_line, l.max_conns), (None, 1024, 10_000));
+    }
+}

@@ -1,0 +1,269 @@
+//! The connection a service is handed: one [`Stream`] type for TCP and Unix,
+//! metered (bytes each way, last activity) so the server can log and enforce
+//! idle timeouts without the service's help.
+//!
+//! [`Conn::read_lazy`] waits for readiness *before* it reserves buffer space:
+//! an idle connection then holds no buffer at all, which is what lets one
+//! process keep tens of thousands of them open in a few megabytes.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// A byte stream: TCP or Unix. Services see only this type.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    Unix(UnixStream),
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+        }
+    };
+}
+
+impl Stream {
+    /// Waits until the stream is readable, without reserving any buffer.
+    pub async fn readable(&self) -> io::Result<()> {
+        each!(self, s => s.readable().await)
+    }
+
+    /// Reads what is ready into `buf` without waiting; `WouldBlock` if none.
+    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        each!(self, s => s.try_read_buf(buf))
+    }
+
+    /// Writes what the socket takes now, without waiting.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.try_write(buf))
+    }
+
+    /// The remote address, for TCP.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        each!(self, s => s.is_write_vectored())
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Who is on the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// An IP peer.
+    Ip(SocketAddr),
+    /// A Unix socket peer (they are unnamed as a rule).
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(a) => a.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// Byte counts and last activity of one connection, shared between the
+/// connection and the server task that watches it.
+#[derive(Debug, Default)]
+pub struct Meter {
+    read: AtomicU64,
+    written: AtomicU64,
+    last_activity_ms: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Meter {
+    /// A meter whose last activity is now.
+    pub fn new() -> Self {
+        let m = Meter::default();
+        m.touch();
+        m
+    }
+    fn touch(&self) {
+        self.last_activity_ms.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn add_read(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+    fn add_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+    /// Bytes received from the peer.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+    /// Bytes sent to the peer.
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+    /// When a byte last moved either way.
+    pub fn last_activity(&self) -> Instant {
+        epoch() + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// One accepted connection, as a service sees it: read and write it like any
+/// tokio stream; [`Conn::shutdown_token`] tells when the server is stopping.
+#[derive(Debug)]
+pub struct Conn {
+    stream: Stream,
+    meter: Arc<Meter>,
+    peer: Peer,
+    shutdown: CancellationToken,
+    max_line: usize,
+}
+
+impl Conn {
+    /// Wraps a stream. Servers do this; tests and custom servers may too.
+    pub fn new(stream: Stream, peer: Peer, shutdown: CancellationToken, max_line: usize) -> Self {
+        Conn { stream, meter: Arc::new(Meter::new()), peer, shutdown, max_line }
+    }
+
+    /// The remote peer.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// Cancelled when the server begins a graceful shutdown. A long-lived
+    /// service selects on it to say goodbye; the server closes the connection
+    /// anyway once the grace period is over.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The longest line a line service should accept (`--max-line`).
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// The meter the server reads for logs and idle detection.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+
+    /// Waits until data (or EOF) is ready, then reads up to `hint` bytes into
+    /// `buf`. No buffer space is reserved while waiting. Returns 0 at EOF.
+    /// Cancel-safe: nothing is read until the final, synchronous step.
+    pub async fn read_lazy(&mut self, buf: &mut BytesMut, hint: usize) -> io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            match self.try_read_more(buf, hint) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads what is ready into `buf` without waiting (up to `hint` bytes);
+    /// `WouldBlock` when nothing is.
+    pub fn try_read_more(&mut self, buf: &mut BytesMut, hint: usize) -> io::Result<usize> {
+        buf.reserve(hint);
+        let n = self.stream.try_read_buf(buf)?;
+        self.meter.add_read(n);
+        Ok(n)
+    }
+
+    /// The underlying stream, for protocols that turn raw (a relay, say).
+    /// Bytes moved through it directly are not metered.
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.meter.add_read(buf.filled().len() - before);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.meter.add_written(n);
+        }
+        r
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            this.meter.add_written(n);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

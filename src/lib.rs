@@ -1,0 +1,69 @@
+//! sockit — the socket toolkit.
+//!
+//! Every classic socket program (echo, timestamp, greeting, chat broker,
+//! remote command, file transfer, netcat, relay, load generator) as one
+//! binary, built on this small library. A built-in service is written against
+//! the same public API a user writes their own protocol with: implement
+//! [`Service`] (or [`DatagramService`] for UDP), hand it to a [`Server`]
+//! together with a bound [`Listener`], and the server owns everything else —
+//! accepting, connection limits, idle timeouts, per-connection logging and
+//! graceful shutdown.
+//!
+//! ```no_run
+//! use sockit::{Conn, Endpoint, Lines, Limits, Server, Service};
+//! use std::sync::Arc;
+//!
+//! struct Upper;
+//!
+//! impl Service for Upper {
+//!     async fn serve(&self, conn: Conn) -> std::io::Result<()> {
+//!         let mut lines = Lines::new(conn);
+//!         while let Some(line) = lines.next().await? {
+//!             lines.send(&line.to_ascii_uppercase()).await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let endpoint: Endpoint = "127.0.0.1:0".parse()?;
+//! let listener = endpoint.bind_stream().await?;
+//! let server = Server::new(Limits::default());
+//! server.serve_stream(listener, "upper", Arc::new(Upper));
+//! server.run_until(tokio::signal::ctrl_c()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`endpoint`]: parsing, display, binding and connecting every address kind.
+//! - [`conn`]: the stream a service reads and writes — TCP and Unix look the
+//!   same — metered for logs and idle detection.
+//! - [`lines`]: newline framing with a size limit, also serving clients that
+//!   send no newline at all.
+//! - [`server`]: the accept loop, limits, spans, graceful shutdown; the
+//!   [`Service`] and [`DatagramService`] traits.
+//! - [`services`]: one module per built-in service, each only its protocol.
+//! - [`commands`]: one module per subcommand of the binary.
+//! - [`cli`]: the command-line definition; [`logging`]: log setup and the
+//!   `listening on` status line; [`sys`]: process limits; [`error`]: errors
+//!   and exit codes; [`units`]: durations and byte sizes on the command line.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod conn;
+pub mod endpoint;
+pub mod error;
+pub mod lines;
+pub mod logging;
+pub mod server;
+pub mod services;
+pub mod sys;
+pub mod units;
+
+pub use conn::{Conn, Peer, Stream};
+pub use endpoint::{Endpoint, HostPort, Listener};
+pub use error::{Error, Result};
+pub use lines::Lines;
+pub use server::{DatagramService, Limits, Server, Service};

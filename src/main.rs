@@ -1,0 +1,38 @@
+//! The `sockit` binary: parse, run the command, map errors to exit codes.
+
+use std::io;
+
+use clap::Parser;
+use sockit::cli::Cli;
+use sockit::error::exit;
+
+fn main() {
+    let cli = Cli::parse();
+    sockit::logging::init(cli.verbosity(), cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockit: cannot start the runtime: {e}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(sockit::commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    };
+    // Exit without dropping the runtime: a blocking read of stdin cannot be
+    // cancelled and would keep the process alive.
+    std::process::exit(code);
+}
+
+/// Prints the error with its causes and picks the exit code.
+fn report(err: &anyhow::Error) -> i32 {
+    // A closed stdout (`sockit … | head`) is how pipelines end, not a failure.
+    let broken_pipe =
+        err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
+    if broken_pipe {
+        return exit::OK;
+    }
+    eprintln!("sockit: {err:#}");
+    err.chain().find_map(|c| c.downcast_ref::<sockit::Error>()).map_or(exit::FAILURE, |e| e.exit_code())
+}

@@ -1,0 +1,284 @@
+//! The server core: accept loops, one task per connection, the limits every
+//! service shares, per-connection spans and graceful shutdown.
+//!
+//! A service only speaks its protocol. Everything else lives here, once:
+//! `--max-conns` (a connection past it is refused at once, after the
+//! service's busy line), `--idle-timeout` (no byte either way for that long
+//! closes the connection), the `--max-line` limit handed to line framing, and
+//! shutdown — on [`Server::run_until`]'s signal, listeners close, services see
+//! their [`Conn::shutdown_token`] cancelled, and connections still open after
+//! `--grace` are closed.
+
+use std::future::{Future, pending};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::conn::{Conn, Meter};
+use crate::endpoint::Listener;
+
+/// Limits every connection of a server is held to. Each has a flag of the
+/// same name in `sockit serve`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections open at once; more are refused (`--max-conns`).
+    pub max_conns: usize,
+    /// Close a connection after this long with no byte either way; `None`
+    /// for never (`--idle-timeout`).
+    pub idle_timeout: Option<Duration>,
+    /// The longest line a line service accepts (`--max-line`).
+    pub max_line: usize,
+    /// How long live connections may finish after shutdown begins (`--grace`).
+    pub grace: Duration,
+}
+
+/// Default for [`Limits::max_conns`].
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+/// Default for [`Limits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for [`Limits::max_line`]: 64 KiB.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+/// Default for [`Limits::grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns: DEFAULT_MAX_CONNS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_line: DEFAULT_MAX_LINE,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// A stream protocol: one call per connection, run to its end.
+///
+/// Implement it with an `async fn`; the future must be `Send`. Returning an
+/// error ends the connection and logs the error in its span; it never stops
+/// the server.
+pub trait Service: Send + Sync + 'static {
+    /// Serves one connection.
+    fn serve(&self, conn: Conn) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Written to a connection refused because the server is full, before it
+    /// is closed. Line services return a line; the default is none.
+    fn busy_message(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// A datagram protocol: each datagram may get one reply to its sender.
+pub trait DatagramService: Send + Sync + 'static {
+    /// Handles `datagram` from `peer`; write a reply into `reply` (it arrives
+    /// empty) and return true to send it.
+    fn reply(&self, datagram: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> bool;
+}
+
+/// Runs services on listeners until told to stop.
+#[derive(Debug)]
+pub struct Server {
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// A server with these limits; it serves nothing until given listeners.
+    pub fn new(limits: Limits) -> Self {
+        Server {
+            permits: Arc::new(Semaphore::new(limits.max_conns)),
+            limits,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The token that starts shutdown; cancel it to stop the server.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.limits.max_conns - self.permits.available_permits()
+    }
+
+    /// Serves `service` on `listener` (named `name` in logs) in a background
+    /// task, until shutdown.
+    pub fn serve_stream<S: Service>(&self, listener: Listener, name: &'static str, service: Arc<S>) {
+        let acceptor = Acceptor {
+            listener,
+            name,
+            service,
+            limits: self.limits.clone(),
+            permits: self.permits.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            next_id: self.next_id.clone(),
+        };
+        self.tracker.spawn(acceptor.run());
+    }
+
+    /// Serves `service` on a UDP socket in background tasks, one per core,
+    /// until shutdown.
+    pub fn serve_datagram<D: DatagramService>(&self, socket: UdpSocket, name: &'static str, service: Arc<D>) {
+        let socket = Arc::new(socket);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        for _ in 0..workers {
+            let (socket, service, token) = (socket.clone(), service.clone(), self.shutdown.clone());
+            let span = info_span!("udp", service = name);
+            self.tracker.spawn(datagram_loop(socket, service, token).instrument(span));
+        }
+    }
+
+    /// Runs until `signal` completes (or the shutdown token is cancelled),
+    /// then shuts down gracefully: stop accepting, give open connections the
+    /// grace period, close what is left, and return.
+    pub async fn run_until(self, signal: impl Future) {
+        tokio::select! {
+            _ = signal => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        let open = self.open_connections();
+        if open > 0 {
+            info!(open, grace_ms = self.limits.grace.as_millis() as u64, "shutting down");
+        }
+        self.shutdown.cancel();
+        self.tracker.close();
+        // Each connection enforces the grace period itself; this bound only
+        // guards against a service that ignores cancellation at an await.
+        let bound = self.limits.grace + Duration::from_secs(1);
+        if tokio::time::timeout(bound, self.tracker.wait()).await.is_err() {
+            warn!("connections still open after the grace period; closing them");
+        }
+    }
+}
+
+struct Acceptor<S> {
+    listener: Listener,
+    name: &'static str,
+    service: Arc<S>,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    next_id: Arc<AtomicU64>,
+}
+
+impl<S: Service> Acceptor<S> {
+    async fn run(self) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = self.listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Out of descriptors: accepting again at once would spin.
+                    error!(service = self.name, "accept failed: {e}; backing off (raise the open-file limit)");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => {
+                    debug!(service = self.name, "accept failed: {e}");
+                    continue;
+                }
+            };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                warn!(service = self.name, %peer, max_conns = self.limits.max_conns, "refused: connection limit reached (--max-conns)");
+                if let Some(msg) = self.service.busy_message() {
+                    // A fresh socket's send buffer is empty: this does not block.
+                    let _ = stream.try_write(msg);
+                }
+                continue;
+            };
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let conn = Conn::new(stream, peer, self.shutdown.clone(), self.limits.max_line);
+            let span = info_span!("conn", id, service = self.name, %peer);
+            let task = handle(conn, self.service.clone(), self.limits.clone(), self.shutdown.clone());
+            self.tracker.spawn(
+                async move {
+                    task.await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+async fn handle<S: Service>(conn: Conn, service: Arc<S>, limits: Limits, shutdown: CancellationToken) {
+    info!("accepted");
+    let started = Instant::now();
+    let meter = conn.meter();
+    let outcome: Result<&str, io::Error> = tokio::select! {
+        r = service.serve(conn) => r.map(|()| "closed"),
+        _ = idle(&meter, limits.idle_timeout) => Ok("idle timeout"),
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(limits.grace).await } => Ok("grace period over"),
+    };
+    let (bytes_in, bytes_out) = (meter.bytes_read(), meter.bytes_written());
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(reason) => info!(bytes_in, bytes_out, duration_ms, reason, "closed"),
+        Err(e) if is_disconnect(&e) => info!(bytes_in, bytes_out, duration_ms, reason = %e, "closed"),
+        Err(e) => warn!(bytes_in, bytes_out, duration_ms, error = %e, "closed with error"),
+    }
+}
+
+/// Completes once nothing has moved for `timeout`.
+async fn idle(meter: &Meter, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else { return pending().await };
+    loop {
+        let deadline = meter.last_activity() + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+async fn datagram_loop<D: DatagramService>(socket: Arc<UdpSocket>, service: Arc<D>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 65536];
+    let mut reply = Vec::with_capacity(2048);
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // ICMP errors from earlier sends surface here on Linux.
+                Err(e) => { debug!("receive failed: {e}"); continue }
+            },
+        };
+        reply.clear();
+        if service.reply(&buf[..n], peer, &mut reply)
+            && let Err(e) = socket.send_to(&reply, peer).await
+        {
+            debug!(%peer, "reply failed: {e}");
+        }
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let code = e.raw_os_error();
+    code == Some(Errno::MFILE.raw_os_error()) || code == Some(Errno::NFILE.raw_os_error())
+}
+
+/// Errors that mean the peer went away, which is how connections end.
+pub fn is_disconnect(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}

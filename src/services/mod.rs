@@ -1,0 +1,15 @@
+//! The built-in services of `sockit serve`, one module each, every one
+//! written against the public [`Service`](crate::Service) /
+//! [`DatagramService`](crate::DatagramService) API and holding only its
+//! protocol.
+
+pub mod echo;
+pub mod greet;
+pub mod stamp;
+
+pub use echo::Echo;
+pub use greet::Greet;
+pub use stamp::Stamp;
+
+/// The line a line service writes to a connection refused at `--max-conns`.
+pub const BUSY_LINE: &[u8] = b"! server busy: too many connections, try again later\n";
