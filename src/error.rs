@@ -51,6 +51,9 @@ pub enum Error {
         /// The operating system's error, or a timeout.
         cause: io::Error,
     },
+    /// Arguments that parse but do not make sense together.
+    #[error("{0}")]
+    Usage(String),
     /// An endpoint was used where its kind does not fit.
     #[error("{endpoint}: {reason}")]
     Unsupported {
@@ -68,7 +71,7 @@ impl Error {
     /// The process exit code this error maps to (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Parse(_) | Error::Unsupported { .. } => exit::USAGE,
+            Error::Parse(_) | Error::Usage(_) | Error::Unsupported { .. } => exit::USAGE,
             Error::Resolve { .. } | Error::Connect { .. } => exit::CONNECT,
             Error::Bind { .. } => exit::BIND,
         }

@@ -34,7 +34,8 @@ Examples:
 Exit codes: 0 done, 2 bad usage, 3 could not connect (refused, unreachable,
 timed out, unknown host), 1 anything else.")]
 pub struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path.
+    /// Where to connect.
+    #[arg(help = "Where to connect: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path")]
     pub endpoint: Endpoint,
 
     /// Give up connecting after this long (e.g. 5, 500ms).

@@ -23,7 +23,8 @@ Examples:
   sockit listen udp://127.0.0.1:9000
   sockit listen unix:///tmp/s.sock")]
 pub struct ListenArgs {
-    /// Where to listen: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path.
+    /// Where to listen.
+    #[arg(help = "Where to listen: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path")]
     pub endpoint: Endpoint,
 
     /// Keep listening: after a connection ends, accept the next.
@@ -41,10 +42,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     if args.endpoint.is_datagram() {
         return udp(&args, &mut stdin).await;
     }
-    let listener = args.endpoint.bind_stream().await?;
-    logging::listening(&listener.local_endpoint()?, "listen");
     let signal = super::shutdown_signal();
     tokio::pin!(signal);
+    let listener = args.endpoint.bind_stream().await?;
+    logging::listening(&listener.local_endpoint()?, "listen");
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => r?,
@@ -66,13 +67,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
 }
 
 async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
+    let signal = super::shutdown_signal();
+    tokio::pin!(signal);
     let socket = args.endpoint.bind_datagram().await?;
     logging::listening(&Endpoint::Udp(socket.local_addr()?.into()), "listen");
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut last_peer: Option<SocketAddr> = None;
     let mut stdin_open = true;
-    let signal = super::shutdown_signal();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {

@@ -31,19 +31,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM, whichever comes first.
-pub async fn shutdown_signal() {
+/// Completes on Ctrl-C (SIGINT) or SIGTERM, whichever comes first. The
+/// handlers are installed by this call, not when the future is first polled:
+/// call it before announcing readiness, so a signal sent as soon as the
+/// `listening on` line appears is never missed.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = recv_signal(int.as_mut()) => {}
+            _ = recv_signal(term.as_mut()) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+}
+
+async fn recv_signal(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
 use tracing::warn;
 
 use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
+use crate::error::Error;
 use crate::logging;
 use crate::server::{DEFAULT_MAX_CONNS, Limits, Server};
 use crate::services::{Echo, Greet, Stamp};
@@ -117,7 +118,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// Which service listens where, checked before anything is bound.
-    pub fn plan(&self) -> anyhow::Result<Vec<(ServiceName, Endpoint)>> {
+    pub fn plan(&self) -> Result<Vec<(ServiceName, Endpoint)>, Error> {
+        let usage = |msg: String| Err(Error::Usage(msg));
         let services = if self.services.is_empty() {
             vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet]
         } else {
@@ -127,16 +129,16 @@ impl ServeArgs {
         for spec in &self.listen {
             let (service, endpoint) = match spec.split_once('=') {
                 Some((name, ep)) => {
-                    let service = ServiceName::from_str(name, true).map_err(|_| {
-                        anyhow::anyhow!("--listen {spec}: unknown service '{name}' (echo, stamp, greet)")
-                    })?;
+                    let Ok(service) = ServiceName::from_str(name, true) else {
+                        return usage(format!("--listen {spec}: unknown service '{name}' (echo, stamp, greet)"));
+                    };
                     if !services.contains(&service) {
-                        bail!("--listen {spec}: {name} is not among the services to run; name it too");
+                        return usage(format!("--listen {spec}: {name} is not among the services to run; name it too"));
                     }
                     (service, ep)
                 }
                 None if services.len() == 1 => (services[0], spec.as_str()),
-                None => bail!("--listen {spec}: with several services, write SERVICE=ENDPOINT"),
+                None => return usage(format!("--listen {spec}: with several services, write SERVICE=ENDPOINT")),
             };
             plan.push((service, endpoint.parse::<Endpoint>()?));
         }
@@ -147,7 +149,7 @@ impl ServeArgs {
         }
         for (service, ep) in &plan {
             if ep.is_datagram() && !service.speaks_udp() {
-                bail!("{} speaks TCP and Unix streams, not UDP: drop {ep}", service.name());
+                return usage(format!("{} speaks TCP and Unix streams, not UDP: drop {ep}", service.name()));
             }
         }
         Ok(plan)
@@ -157,6 +159,7 @@ impl ServeArgs {
 /// Runs `sockit serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let plan = args.plan()?;
+    let signal = super::shutdown_signal();
     crate::sys::raise_open_file_limit();
     if let Some(cap) = crate::sys::somaxconn().filter(|&c| c < 1024) {
         warn!(
@@ -188,7 +191,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         };
         logging::listening(&bound, name);
     }
-    server.run_until(super::shutdown_signal()).await;
+    server.run_until(signal).await;
     Ok(0)
 }
 
