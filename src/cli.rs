@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{connect::ConnectArgs, listen::ListenArgs, serve::ServeArgs};
+use crate::commands::{bench::BenchArgs, connect::ConnectArgs, listen::ListenArgs, relay::RelayArgs, serve::ServeArgs};
 use crate::logging::LogFormat;
 
 const EXAMPLES: &str = "\
@@ -42,9 +42,11 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// `-v` count minus quiet, for [`crate::logging::init`].
+    /// `-v` count minus quiet, for [`crate::logging::init`]. The relay logs
+    /// each closed connection by default.
     pub fn verbosity(&self) -> i8 {
-        self.verbose.min(3) as i8 - i8::from(self.quiet)
+        let base = i8::from(matches!(self.command, Command::Relay(_)));
+        base + self.verbose.min(3) as i8 - i8::from(self.quiet)
     }
 }
 
@@ -59,6 +61,10 @@ pub enum Command {
     /// Netcat server: accept a peer, then pipe stdin/stdout both ways.
     #[command(visible_alias = "l")]
     Listen(ListenArgs),
+    /// Forward every connection (or UDP session) from FROM to TO.
+    Relay(RelayArgs),
+    /// Load generator: throughput and latency percentiles, for any server.
+    Bench(BenchArgs),
     /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).
     Completions {
         /// The shell.

@@ -11,10 +11,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -55,12 +53,34 @@ impl Stream {
         each!(self, s => s.try_write(buf))
     }
 
+    /// Waits until the socket is writable.
+    pub async fn writable(&self) -> io::Result<()> {
+        each!(self, s => s.writable().await)
+    }
+
+    /// Runs a non-blocking system call on the socket under `interest`,
+    /// clearing readiness when it returns `WouldBlock` (tokio's `try_io`).
+    pub fn try_io<R>(&self, interest: tokio::io::Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        each!(self, s => s.try_io(interest, f))
+    }
+
+    /// Shuts the write half down: the peer reads EOF.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        rustix::net::shutdown(self, rustix::net::Shutdown::Write).map_err(io::Error::from)
+    }
+
     /// The remote address, for TCP.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
         }
+    }
+}
+
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        each!(self, s => s.as_fd())
     }
 }
 
@@ -110,37 +130,29 @@ impl fmt::Display for Peer {
     }
 }
 
-/// Byte counts and last activity of one connection, shared between the
-/// connection and the server task that watches it.
+/// Byte counts of one connection, shared between the connection and the
+/// server task that watches it. Counting is two relaxed atomic adds; no
+/// clock is read on the I/O path — the idle watcher notices activity by the
+/// counts changing.
 #[derive(Debug, Default)]
 pub struct Meter {
     read: AtomicU64,
     written: AtomicU64,
-    last_activity_ms: AtomicU64,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 impl Meter {
-    /// A meter whose last activity is now.
+    /// A meter at zero.
     pub fn new() -> Self {
-        let m = Meter::default();
-        m.touch();
-        m
+        Meter::default()
     }
-    fn touch(&self) {
-        self.last_activity_ms.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn add_read(&self, n: usize) {
+    /// Counts `n` bytes received; for services that move bytes on the raw
+    /// stream (see [`Conn::into_parts`]).
+    pub fn add_read(&self, n: usize) {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
-        self.touch();
     }
-    fn add_written(&self, n: usize) {
+    /// Counts `n` bytes sent.
+    pub fn add_written(&self, n: usize) {
         self.written.fetch_add(n as u64, Ordering::Relaxed);
-        self.touch();
     }
     /// Bytes received from the peer.
     pub fn bytes_read(&self) -> u64 {
@@ -150,9 +162,9 @@ impl Meter {
     pub fn bytes_written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
-    /// When a byte last moved either way.
-    pub fn last_activity(&self) -> Instant {
-        epoch() + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+    /// Bytes moved either way: it changes whenever there is activity.
+    pub fn activity(&self) -> u64 {
+        self.bytes_read().wrapping_add(self.bytes_written())
     }
 }
 
@@ -202,7 +214,13 @@ impl Conn {
         loop {
             self.stream.readable().await?;
             match self.try_read_more(buf, hint) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale: give the space back before waiting
+                    // again, or every idle connection would keep a buffer.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
                 r => return r,
             }
         }
@@ -217,10 +235,11 @@ impl Conn {
         Ok(n)
     }
 
-    /// The underlying stream, for protocols that turn raw (a relay, say).
-    /// Bytes moved through it directly are not metered.
-    pub fn into_stream(self) -> Stream {
-        self.stream
+    /// The stream and its meter, for protocols that turn raw (a relay, say):
+    /// whoever moves bytes on the stream counts them on the meter, so logs
+    /// and the idle timeout stay right.
+    pub fn into_parts(self) -> (Stream, Arc<Meter>) {
+        (self.stream, self.meter)
     }
 }
 

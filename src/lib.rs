@@ -44,6 +44,8 @@
 //! - [`server`]: the accept loop, limits, spans, graceful shutdown; the
 //!   [`Service`] and [`DatagramService`] traits.
 //! - [`services`]: one module per built-in service, each only its protocol.
+//! - [`forward`]: moving bytes both ways between two streams (zero-copy
+//!   between sockets), keeping half-close.
 //! - [`commands`]: one module per subcommand of the binary.
 //! - [`cli`]: the command-line definition; [`logging`]: log setup and the
 //!   `listening on` status line; [`sys`]: process limits; [`error`]: errors
@@ -55,6 +57,7 @@ pub mod commands;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod forward;
 pub mod lines;
 pub mod logging;
 pub mod server;

@@ -12,6 +12,7 @@
 use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -89,6 +90,8 @@ pub struct Server {
     limits: Limits,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: connections still open close.
+    force_close: CancellationToken,
     tracker: TaskTracker,
     next_id: Arc<AtomicU64>,
 }
@@ -100,6 +103,7 @@ impl Server {
             permits: Arc::new(Semaphore::new(limits.max_conns)),
             limits,
             shutdown: CancellationToken::new(),
+            force_close: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
@@ -125,6 +129,7 @@ impl Server {
             limits: self.limits.clone(),
             permits: self.permits.clone(),
             shutdown: self.shutdown.clone(),
+            force_close: self.force_close.clone(),
             tracker: self.tracker.clone(),
             next_id: self.next_id.clone(),
         };
@@ -157,11 +162,13 @@ impl Server {
         }
         self.shutdown.cancel();
         self.tracker.close();
-        // Each connection enforces the grace period itself; this bound only
-        // guards against a service that ignores cancellation at an await.
-        let bound = self.limits.grace + Duration::from_secs(1);
-        if tokio::time::timeout(bound, self.tracker.wait()).await.is_err() {
-            warn!("connections still open after the grace period; closing them");
+        if tokio::time::timeout(self.limits.grace, self.tracker.wait()).await.is_err() {
+            info!(open = self.open_connections(), "grace period over; closing what is left");
+            self.force_close.cancel();
+            // Closing is immediate unless a service blocks without awaiting.
+            if tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await.is_err() {
+                warn!("some connections did not close");
+            }
         }
     }
 }
@@ -173,6 +180,7 @@ struct Acceptor<S> {
     limits: Limits,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
+    force_close: CancellationToken,
     tracker: TaskTracker,
     next_id: Arc<AtomicU64>,
 }
@@ -208,7 +216,16 @@ impl<S: Service> Acceptor<S> {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let conn = Conn::new(stream, peer, self.shutdown.clone(), self.limits.max_line);
             let span = info_span!("conn", id, service = self.name, %peer);
-            let task = handle(conn, self.service.clone(), self.limits.clone(), self.shutdown.clone());
+            let meter = conn.meter();
+            let service = self.service.clone();
+            // Boxed: the service's future gets an allocation of its own size,
+            // rather than being carried inside (and duplicated by) this one.
+            let task = supervise(
+                Box::pin(async move { service.serve(conn).await }),
+                meter,
+                self.limits.idle_timeout,
+                self.force_close.clone(),
+            );
             self.tracker.spawn(
                 async move {
                     task.await;
@@ -220,14 +237,22 @@ impl<S: Service> Acceptor<S> {
     }
 }
 
-async fn handle<S: Service>(conn: Conn, service: Arc<S>, limits: Limits, shutdown: CancellationToken) {
+/// Runs one connection's service under the idle timeout and the end of the
+/// grace period, then logs how it ended. Kept small: ten thousand of these
+/// futures live at once on a busy server.
+async fn supervise(
+    serve: Pin<Box<impl Future<Output = io::Result<()>>>>,
+    meter: Arc<Meter>,
+    idle_timeout: Option<Duration>,
+    force_close: CancellationToken,
+) {
     info!("accepted");
     let started = Instant::now();
-    let meter = conn.meter();
     let outcome: Result<&str, io::Error> = tokio::select! {
-        r = service.serve(conn) => r.map(|()| "closed"),
-        _ = idle(&meter, limits.idle_timeout) => Ok("idle timeout"),
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(limits.grace).await } => Ok("grace period over"),
+        biased;
+        r = serve => r.map(|()| "closed"),
+        _ = idle(&meter, idle_timeout) => Ok("idle timeout"),
+        _ = force_close.cancelled() => Ok("grace period over"),
     };
     let (bytes_in, bytes_out) = (meter.bytes_read(), meter.bytes_written());
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -238,15 +263,22 @@ async fn handle<S: Service>(conn: Conn, service: Arc<S>, limits: Limits, shutdow
     }
 }
 
-/// Completes once nothing has moved for `timeout`.
+/// Completes once nothing has moved for `timeout` (to within an eighth of
+/// it): the meter's counts are sampled every `timeout / 8`, and the
+/// connection is idle once they have not changed for `timeout`.
 async fn idle(meter: &Meter, timeout: Option<Duration>) {
     let Some(timeout) = timeout else { return pending().await };
+    let step = timeout / 8;
+    // tokio's clock, so tests can pause time.
+    let (mut seen, mut since) = (meter.activity(), tokio::time::Instant::now());
     loop {
-        let deadline = meter.last_activity() + timeout;
-        if Instant::now() >= deadline {
+        tokio::time::sleep(step).await;
+        let now = meter.activity();
+        if now != seen {
+            (seen, since) = (now, tokio::time::Instant::now());
+        } else if since.elapsed() >= timeout {
             return;
         }
-        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 
@@ -281,4 +313,40 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 pub fn is_disconnect(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Peer, Stream};
+
+    /// Ten thousand of these live at once on a busy server: keep the
+    /// per-connection future small (it was 1.2 KB before boxing the service).
+    #[tokio::test]
+    async fn per_connection_future_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let conn = Conn::new(Stream::Tcp(c), Peer::Unix, CancellationToken::new(), 10);
+        let (meter, svc) = (conn.meter(), Arc::new(crate::services::Echo));
+        let f = supervise(Box::pin(async move { svc.serve(conn).await }), meter, None, CancellationToken::new());
+        assert!(std::mem::size_of_val(&f) <= 512, "supervise future is {} bytes", std::mem::size_of_val(&f));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_fires_only_after_a_quiet_period() {
+        let meter = Meter::new();
+        let t = Duration::from_secs(80);
+        let started = tokio::time::Instant::now();
+        let watch = idle(&meter, Some(t));
+        tokio::pin!(watch);
+        // Activity at 50s and 100s pushes the deadline out.
+        for at in [50, 100] {
+            tokio::select! {
+                _ = &mut watch => panic!("idle too early"),
+                _ = tokio::time::sleep_until(started + Duration::from_secs(at)) => meter.add_read(1),
+            }
+        }
+        watch.await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(180) && waited <= Duration::from_secs(200), "{waited:?}");
+    }
 }

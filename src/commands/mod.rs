@@ -1,9 +1,11 @@
 //! One module per subcommand of the binary, plus what several share: the
 //! shutdown signal, the stdin pump and the netcat pipe.
 
+pub mod bench;
 pub mod connect;
 pub mod listen;
 pub mod pipe;
+pub mod relay;
 pub mod serve;
 
 use std::io::Write;
@@ -18,6 +20,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Relay(args) => relay::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
             Ok(0)

@@ -11,7 +11,7 @@ use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
 use crate::logging;
 use crate::server::{DEFAULT_MAX_CONNS, Limits, Server};
-use crate::services::{Echo, Greet, Stamp};
+use crate::services::{Chargen, Discard, Echo, Greet, Stamp};
 use crate::units::{parse_duration, parse_usize_size};
 
 /// The built-in services.
@@ -23,6 +23,10 @@ pub enum ServiceName {
     Stamp,
     /// `Welcome!`, then `Hello, X!` per message until `exit`; port 7014.
     Greet,
+    /// Reads and drops everything (RFC 863), a sink for benchmarks; port 7009.
+    Discard,
+    /// Sends character lines until the client leaves (RFC 864), a source; port 7019.
+    Chargen,
 }
 
 impl ServiceName {
@@ -32,6 +36,8 @@ impl ServiceName {
             ServiceName::Echo => "echo",
             ServiceName::Stamp => "stamp",
             ServiceName::Greet => "greet",
+            ServiceName::Discard => "discard",
+            ServiceName::Chargen => "chargen",
         }
     }
 
@@ -42,11 +48,13 @@ impl ServiceName {
             ServiceName::Echo => vec![at("tcp://127.0.0.1:7007"), at("udp://127.0.0.1:7007")],
             ServiceName::Stamp => vec![at("tcp://127.0.0.1:7013"), at("udp://127.0.0.1:7013")],
             ServiceName::Greet => vec![at("tcp://127.0.0.1:7014")],
+            ServiceName::Discard => vec![at("tcp://127.0.0.1:7009"), at("udp://127.0.0.1:7009")],
+            ServiceName::Chargen => vec![at("tcp://127.0.0.1:7019")],
         }
     }
 
     fn speaks_udp(self) -> bool {
-        !matches!(self, ServiceName::Greet)
+        !matches!(self, ServiceName::Greet | ServiceName::Chargen)
     }
 }
 
@@ -130,7 +138,7 @@ impl ServeArgs {
             let (service, endpoint) = match spec.split_once('=') {
                 Some((name, ep)) => {
                     let Ok(service) = ServiceName::from_str(name, true) else {
-                        return usage(format!("--listen {spec}: unknown service '{name}' (echo, stamp, greet)"));
+                        return usage(format!("--listen {spec}: unknown service '{name}'"));
                     };
                     if !services.contains(&service) {
                         return usage(format!("--listen {spec}: {name} is not among the services to run; name it too"));
@@ -176,7 +184,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             match service {
                 ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
-                ServiceName::Greet => unreachable!("checked by plan()"),
+                ServiceName::Discard => server.serve_datagram(socket, name, Arc::new(Discard)),
+                ServiceName::Greet | ServiceName::Chargen => unreachable!("checked by plan()"),
             }
             local
         } else {
@@ -186,6 +195,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_stream(listener, name, stamp.clone()),
                 ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet)),
+                ServiceName::Discard => server.serve_stream(listener, name, Arc::new(Discard)),
+                ServiceName::Chargen => server.serve_stream(listener, name, Arc::new(Chargen)),
             }
             local
         };

@@ -3,10 +3,12 @@
 //! [`DatagramService`](crate::DatagramService) API and holding only its
 //! protocol.
 
+pub mod discard;
 pub mod echo;
 pub mod greet;
 pub mod stamp;
 
+pub use discard::{Chargen, Discard};
 pub use echo::Echo;
 pub use greet::Greet;
 pub use stamp::Stamp;

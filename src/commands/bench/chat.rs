@@ -1,0 +1,185 @@
+//! `bench chat`: fan-out through a line broker. Every client connects and
+//! reads; `--senders` of them also send. Each line carries its sender and
+//! send time, so every delivery is timed end to end. Works with any broker
+//! that relays lines to the other clients — `ncat --broker`, sockit chat
+//! (which prefixes `<nick> `; the marker is found anywhere in the line).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tracing::warn;
+
+use super::{Progress, Report, histogram, thousands};
+use crate::endpoint::Endpoint;
+use crate::units::{parse_duration, parse_usize_size};
+
+const MARK: &str = "bench:";
+const SYNC: &str = "bench-sync";
+/// How long stragglers may still arrive after the senders stop.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Arguments of `bench chat`.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// The broker: HOST:PORT, unix:///path.
+    pub endpoint: Endpoint,
+    /// Clients in all.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    pub clients: usize,
+    /// How many of them send.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Line size in bytes.
+    #[arg(short = 's', long, default_value = "64", value_parser = parse_usize_size)]
+    pub size: usize,
+    /// How long the senders send.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Lines per second per sender (default: as fast as the broker takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+}
+
+pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        args.clients >= 2 && args.senders >= 1 && args.senders <= args.clients,
+        "need 2+ clients and 1..=clients senders"
+    );
+    let epoch = Instant::now();
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    let mut failed = 0u64;
+    for _ in 0..args.clients {
+        match args.endpoint.connect(Some(Duration::from_secs(5))).await {
+            Ok(s) => {
+                let (r, w) = tokio::io::split(s);
+                readers.push(r);
+                writers.push(w);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    anyhow::ensure!(writers.len() >= 2, "only {} of {} clients could connect", writers.len(), args.clients);
+    let clients = writers.len();
+    let synced = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop_reading = tokio_util::sync::CancellationToken::new();
+    let mut read_tasks = tokio::task::JoinSet::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        let (synced, delivered, stop) = (synced.clone(), delivered.clone(), stop_reading.clone());
+        read_tasks.spawn(async move {
+            let mut hist = histogram();
+            let mut lines = BufReader::new(r).lines();
+            let mut seen_sync = false;
+            loop {
+                let line = tokio::select! {
+                    l = lines.next_line() => match l { Ok(Some(l)) => l, _ => break },
+                    _ = stop.cancelled() => break,
+                };
+                if let Some(at) = line.find(MARK) {
+                    let mut f = line[at + MARK.len()..].split(':');
+                    if let Some(ns) = f.nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let _ = hist.record(now.saturating_sub(ns).max(1));
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else if !seen_sync && i != 0 && line.contains(SYNC) {
+                    seen_sync = true;
+                    synced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            hist
+        });
+    }
+    // Wait until every other client is known to the broker: client 0 sends
+    // sync lines until all of them have seen one.
+    let sync_deadline = Instant::now() + Duration::from_secs(10);
+    while synced.load(Ordering::Relaxed) < clients - 1 && Instant::now() < sync_deadline {
+        writers[0].write_all(format!("{SYNC}\n").as_bytes()).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if synced.load(Ordering::Relaxed) < clients - 1 {
+        warn!("only {} of {} clients saw the sync line; measuring anyway", synced.load(Ordering::Relaxed), clients - 1);
+    }
+
+    let progress = Progress::start("deliveries", delivered.clone(), args.duration);
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut send_tasks = tokio::task::JoinSet::new();
+    for (id, mut w) in writers.drain(..args.senders.min(clients)).enumerate() {
+        let (sent, size, rate) = (sent.clone(), args.size, args.rate);
+        send_tasks.spawn(async move {
+            let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1) as f64));
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let ns = epoch.elapsed().as_nanos() as u64;
+                let mut line = format!("{MARK}{id}:{ns}:{seq}:");
+                while line.len() + 1 < size {
+                    line.push('x');
+                }
+                line.push('\n');
+                if tokio::time::timeout_at(deadline.into(), w.write_all(line.as_bytes()))
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    break;
+                }
+                seq += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(g) = gap {
+                    tokio::time::sleep(g).await;
+                }
+            }
+            w
+        });
+    }
+    let mut keep = Vec::new();
+    while let Some(w) = send_tasks.join_next().await {
+        keep.push(w?);
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    // Let what is in flight arrive, then stop.
+    let expected = sent.load(Ordering::Relaxed) * (clients as u64 - 1);
+    let drain_until = Instant::now() + DRAIN;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_reading.cancel();
+    let mut hist = histogram();
+    while let Some(h) = read_tasks.join_next().await {
+        hist.add(h?)?;
+    }
+    Progress::finish(progress).await;
+    drop(keep);
+    drop(writers);
+
+    let got = delivered.load(Ordering::Relaxed);
+    let rate = got as f64 / send_secs.max(1e-9);
+    let mut r = Report::new(
+        "chat",
+        format!(
+            "bench chat {}  clients {}  senders {}  size {} B  {:.1}s",
+            args.endpoint, clients, args.senders, args.size, send_secs
+        ),
+    );
+    r.field("endpoint", json!(args.endpoint.to_string()));
+    r.field("clients", json!(clients));
+    r.field("senders", json!(args.senders));
+    r.field("size", json!(args.size));
+    r.field("duration_s", json!(send_secs));
+    r.row("sent", thousands(sent.load(Ordering::Relaxed)), "sent", json!(sent.load(Ordering::Relaxed)));
+    r.row(
+        "deliveries",
+        format!("{}  ({}/s) of {} expected", thousands(got), thousands(rate as u64), thousands(expected)),
+        "deliveries",
+        json!(got),
+    );
+    r.field("deliveries_per_s", json!(rate));
+    r.latency(&hist);
+    r.row("failed", format!("{} connections", thousands(failed)), "failed_conns", json!(failed));
+    Ok(r)
+}
