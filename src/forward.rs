@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use crate::conn::{Conn, Stream};
 
 /// How much one splice moves at most, and the pipe size asked for.
-const PIPE_SIZE: usize = 256 * 1024;
+const PIPE_SIZE: usize = 1024 * 1024;
 /// Buffer per direction for [`Copy::Buffered`].
 const COPY_BUF: usize = 256 * 1024;
 

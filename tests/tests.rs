@@ -3,9 +3,11 @@
 
 mod support;
 
+mod bench;
 mod cli;
 mod interop;
 mod limits;
 mod netcat;
+mod relay;
 mod services;
 mod tutorial;

@@ -1,0 +1,103 @@
+//! `sockit relay`: bytes intact both ways, half-close kept, UDP sessions,
+//! limits, and a dead upstream.
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::process::Command;
+
+use crate::support::*;
+
+#[test]
+fn relays_bytes_intact_in_both_copy_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix://{}", dir.path().join("echo.sock").display());
+    let echo = Proc::start(&["serve", "echo", "--listen", "127.0.0.1:0", "--listen", &unix], 2);
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect();
+    for copy in ["splice", "buffered"] {
+        for to in [echo.endpoint("echo", 0), echo.endpoint("echo", 1)] {
+            let relay = Proc::start(&["relay", "--copy", copy, "127.0.0.1:0", &to], 1);
+            let out = run(&["connect", &relay.endpoint("relay", 0)], &data);
+            assert_ok(&out);
+            assert!(out.stdout == data, "{copy} to {to}: {} bytes back of {}", out.stdout.len(), data.len());
+        }
+    }
+}
+
+#[test]
+fn half_close_reply_is_not_cut_off() {
+    // socat's child answers only after EOF: the relay must pass the
+    // half-close on and keep the other direction open for the reply.
+    need("socat");
+    let port = free_port();
+    let mut cmd = Command::new("socat");
+    cmd.args([&format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"), "SYSTEM:sleep 0.3; tr a-z A-Z"]);
+    let _upper = Proc::spawn(cmd, 0);
+    wait_tcp_listening(port);
+    for copy in ["splice", "buffered"] {
+        let mut relay = Proc::start(&["relay", "--copy", copy, "127.0.0.1:0", &format!("127.0.0.1:{port}")], 1);
+        let mut c = tcp(relay.endpoint("relay", 0).trim_start_matches("tcp://").parse().unwrap());
+        c.write_all(b"late reply\n").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut c), b"LATE REPLY\n", "{copy}");
+        // One log line per closed connection, with the bytes each way.
+        let closed = relay.wait_stderr(|l| l.contains("closed"));
+        assert!(closed.contains("bytes_in=11") && closed.contains("bytes_out=11"), "{closed}");
+    }
+}
+
+#[test]
+fn limits_apply_and_a_dead_upstream_does_not_stop_the_relay() {
+    let echo = Proc::start(&["serve", "echo", "--listen", "127.0.0.1:0"], 1);
+    let relay = Proc::start(&["relay", "--max-conns", "1", "127.0.0.1:0", &echo.endpoint("echo", 0)], 1);
+    let addr = relay.endpoint("relay", 0).trim_start_matches("tcp://").parse().unwrap();
+    let mut a = tcp(addr);
+    a.write_all(b"first\n").unwrap();
+    assert_eq!(read_line(&mut a), "first");
+    let mut b = tcp(addr);
+    assert_eq!(read_until_closed(&mut b), b"", "the second connection is refused");
+    a.write_all(b"still\n").unwrap();
+    assert_eq!(read_line(&mut a), "still");
+
+    let port = free_port();
+    let mut dead = Proc::start(&["relay", "127.0.0.1:0", &format!("127.0.0.1:{port}")], 1);
+    let daddr = dead.endpoint("relay", 0).trim_start_matches("tcp://").parse().unwrap();
+    for _ in 0..2 {
+        let mut c = tcp(daddr);
+        assert_eq!(read_until_closed(&mut c), b"");
+    }
+    let line = dead.wait_stderr(|l| l.contains("closed with error"));
+    assert!(line.contains(&format!("cannot connect to tcp://127.0.0.1:{port}")), "{line}");
+}
+
+#[test]
+fn udp_sessions_per_client_and_expiry() {
+    let echo = Proc::start(&["serve", "echo", "--listen", "udp://127.0.0.1:0"], 1);
+    let mut relay =
+        Proc::start(&["relay", "--idle-timeout", "300ms", "udp://127.0.0.1:0", &echo.endpoint("echo", 0)], 1);
+    let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+    let clients: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.send_to(format!("client {i}").as_bytes(), target).unwrap();
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (format!("client {i}").as_bytes(), target));
+    }
+    // Idle sessions expire and are logged; a client that comes back gets a new one.
+    for _ in 0..3 {
+        relay.wait_stderr(|l| l.contains("session closed"));
+    }
+    clients[0].send_to(b"again", target).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = clients[0].recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"again");
+}
+
+#[test]
+fn udp_to_tcp_is_a_usage_error() {
+    let out = run(&["relay", "udp://127.0.0.1:0", "127.0.0.1:9"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("UDP relays only to UDP"), "{}", text(&out.stderr));
+}
