@@ -48,6 +48,11 @@ impl Stream {
         each!(self, s => s.try_read_buf(buf))
     }
 
+    /// Reads what is ready into `buf` without waiting; `WouldBlock` if none.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.try_read(buf))
+    }
+
     /// Writes what the socket takes now, without waiting.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(buf))

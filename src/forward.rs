@@ -3,12 +3,17 @@
 //! too, and the opposite direction goes on until it ends as well — a reply
 //! that comes after one side has finished sending is never cut off.
 //!
-//! Between two plain sockets the bytes move with `splice(2)` through a pipe
-//! per direction, never entering user space; [`Copy::Buffered`] uses
-//! `tokio::io::copy_bidirectional` with large buffers instead (for streams
-//! that are not plain sockets, and for comparison).
+//! Between two plain sockets, bulk flows move with `splice(2)` through a
+//! pipe per direction, never entering user space; small messages (a read that
+//! does not fill [`SMALL`]) are copied through a buffer, because two splices
+//! cost more than a read and a write. Each direction switches by itself as
+//! its traffic changes. [`Copy::Buffered`] uses tokio's `copy_bidirectional`
+//! with large buffers instead (for streams that are not plain sockets, and
+//! for comparison).
 
+use std::cell::RefCell;
 use std::io;
+use std::os::fd::OwnedFd;
 
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use tokio::io::Interest;
@@ -17,13 +22,18 @@ use crate::conn::{Conn, Stream};
 
 /// How much one splice moves at most, and the pipe size asked for.
 const PIPE_SIZE: usize = 1024 * 1024;
+/// Reads of this much or more switch a direction to splice; smaller ones
+/// switch it back to copying.
+pub const SMALL: usize = 16 * 1024;
+/// The per-thread scratch buffer of [`copy_ready`].
+const SCRATCH: usize = 64 * 1024;
 /// Buffer per direction for [`Copy::Buffered`].
 const COPY_BUF: usize = 256 * 1024;
 
 /// How to move the bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Copy {
-    /// Zero-copy `splice(2)` between sockets.
+    /// Zero-copy `splice(2)` for bulk flows, plain copies for small messages.
     #[default]
     Splice,
     /// Read into a buffer, write from it (`copy_bidirectional`).
@@ -46,38 +56,98 @@ pub async fn forward(mut conn: Conn, mut upstream: Stream, how: Copy) -> io::Res
     }
 }
 
-/// One direction: socket → pipe → socket until EOF, then shut `to`'s write
-/// half down.
+/// One direction until EOF, then shut `to`'s write half down: small reads
+/// are copied, and once a read fills [`SMALL`] the bytes go socket → pipe →
+/// socket until reads get small again.
 async fn splice_half(from: &Stream, to: &Stream, count: impl Fn(usize)) -> io::Result<u64> {
-    let (pipe_r, pipe_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-    // Bigger pipes mean fewer system calls; the default (64 KiB) still works.
-    let _ = fcntl_setpipe_size(&pipe_w, PIPE_SIZE);
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    let mut bulk = false;
     let mut total = 0u64;
     loop {
         from.readable().await?;
-        let n = match from.try_io(Interest::READABLE, || Ok(splice(from, None, &pipe_w, None, PIPE_SIZE, flags)?)) {
+        let moved = if bulk {
+            let (pipe_r, pipe_w) = match &pipe {
+                Some(p) => p,
+                None => pipe.insert(new_pipe()?),
+            };
+            splice_once(from, to, pipe_r, pipe_w).await
+        } else {
+            copy_ready(from, to).await
+        };
+        let n = match moved {
             Ok(0) => {
                 // EOF: pass the half-close on; the other direction goes on.
-                match to.shutdown_write() {
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                    _ => return Ok(total),
-                }
+                return match to.shutdown_write() {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+                    _ => Ok(total),
+                };
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
         count(n);
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || Ok(splice(&pipe_r, None, to, None, left, flags)?)) {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+        total += n as u64;
+        bulk = n >= SMALL;
+    }
+}
+
+fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    // Bigger pipes mean fewer system calls; the default (64 KiB) still works.
+    let _ = fcntl_setpipe_size(&w, PIPE_SIZE);
+    Ok((r, w))
+}
+
+/// Moves what is ready on `from` (at most [`SCRATCH`] bytes) to `to`:
+/// returns the bytes moved, 0 at EOF, or `WouldBlock` when nothing was
+/// ready. The read and, as a rule, the write happen at once through a
+/// per-thread scratch buffer, so a connection holds no buffer of its own;
+/// only what `to` does not take at once is copied out and awaited. `from`
+/// and `to` may be the same stream (echo).
+pub async fn copy_ready(from: &Stream, to: &Stream) -> io::Result<usize> {
+    thread_local! {
+        static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+    }
+    let (n, rest) = BUF.with_borrow_mut(|buf| -> io::Result<_> {
+        let n = from.try_read(buf)?;
+        let mut off = 0;
+        while off < n {
+            match to.try_write(&buf[off..n]) {
+                Ok(m) => off += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
         }
-        total += n as u64;
+        Ok((n, buf[off..n].to_vec()))
+    })?;
+    write_all(to, &rest).await?;
+    Ok(n)
+}
+
+/// Splices what is ready into the pipe, then all of it out to `to`.
+async fn splice_once(from: &Stream, to: &Stream, pipe_r: &OwnedFd, pipe_w: &OwnedFd) -> io::Result<usize> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let n = from.try_io(Interest::READABLE, || Ok(splice(from, None, pipe_w, None, PIPE_SIZE, flags)?))?;
+    let mut left = n;
+    while left > 0 {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || Ok(splice(pipe_r, None, to, None, left, flags)?)) {
+            Ok(m) => left -= m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
+    Ok(n)
+}
+
+async fn write_all(to: &Stream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match to.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

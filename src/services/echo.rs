@@ -5,36 +5,29 @@
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-
+use crate::forward::copy_ready;
 use crate::{Conn, DatagramService, Service};
-
-/// Read size per system call. The buffer exists only while data flows: it is
-/// allocated after the socket turns readable and dropped when it drains.
-const CHUNK: usize = 64 * 1024;
 
 /// The echo service.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
 impl Service for Echo {
-    async fn serve(&self, mut conn: Conn) -> io::Result<()> {
+    async fn serve(&self, conn: Conn) -> io::Result<()> {
+        // The raw stream, so bytes go back through the relay's scratch
+        // buffer: an idle echo connection holds no buffer, a busy one
+        // allocates none.
+        let (stream, meter) = conn.into_parts();
         loop {
-            let mut buf = BytesMut::new();
-            if conn.read_lazy(&mut buf, CHUNK).await? == 0 {
-                return conn.shutdown().await;
-            }
-            // Keep the buffer while data keeps coming; drop it once drained.
-            loop {
-                conn.write_all(&buf).await?;
-                buf.clear();
-                match conn.try_read_more(&mut buf, CHUNK) {
-                    Ok(0) => return conn.shutdown().await,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+            stream.readable().await?;
+            match copy_ready(&stream, &stream).await {
+                Ok(0) => return stream.shutdown_write(),
+                Ok(n) => {
+                    meter.add_read(n);
+                    meter.add_written(n);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
         }
     }
