@@ -28,6 +28,8 @@ pub struct LineBuf {
     buf: BytesMut,
     max: usize,
     saw_newline: bool,
+    /// Dropping the rest of a line that was too long, up to its newline.
+    discarding: bool,
 }
 
 /// A line longer than the limit.
@@ -37,7 +39,7 @@ pub struct TooLong(pub usize);
 impl LineBuf {
     /// A frame buffer accepting lines of at most `max` bytes.
     pub fn new(max: usize) -> Self {
-        LineBuf { buf: BytesMut::new(), max, saw_newline: false }
+        LineBuf { buf: BytesMut::new(), max, saw_newline: false, discarding: false }
     }
 
     /// Appends received bytes.
@@ -53,6 +55,18 @@ impl LineBuf {
     /// The next message, if one is complete. `drained` says that nothing more
     /// is pending on the connection right now.
     pub fn next_message(&mut self, drained: bool) -> Result<Option<Bytes>, TooLong> {
+        if self.discarding {
+            match memchr(&self.buf) {
+                Some(i) => {
+                    let _ = self.buf.split_to(i + 1);
+                    self.discarding = false;
+                }
+                None => {
+                    self.buf.clear();
+                    return Ok(None);
+                }
+            }
+        }
         let msg = match memchr(&self.buf) {
             Some(i) if i > self.max => return Err(TooLong(self.max)),
             Some(i) => {
@@ -68,8 +82,26 @@ impl LineBuf {
         Ok(msg.map(|m| self.finish(m)))
     }
 
+    /// After [`TooLong`]: drop the long line (through its newline, however
+    /// far away) and go on with the next one.
+    pub fn skip_long_line(&mut self) {
+        self.saw_newline = true;
+        match memchr(&self.buf) {
+            Some(i) => {
+                let _ = self.buf.split_to(i + 1);
+            }
+            None => {
+                self.buf.clear();
+                self.discarding = true;
+            }
+        }
+    }
+
     /// At EOF: what is left, if anything, is the last message.
     pub fn last_message(&mut self) -> Option<Bytes> {
+        if self.discarding {
+            return None;
+        }
         (!self.buf.is_empty()).then(|| {
             let m = self.buf.split();
             self.finish(m)
@@ -113,13 +145,27 @@ pub struct Lines {
     conn: Conn,
     frames: LineBuf,
     eof: bool,
+    skip_long: bool,
 }
 
 impl Lines {
     /// Frames `conn` with its `--max-line` limit.
     pub fn new(conn: Conn) -> Self {
         let max = conn.max_line();
-        Lines { conn, frames: LineBuf::new(max), eof: false }
+        Lines { conn, frames: LineBuf::new(max), eof: false, skip_long: false }
+    }
+
+    /// Uses `max` as the longest line instead of the server's `--max-line`.
+    pub fn with_max(mut self, max: usize) -> Self {
+        self.frames.max = max;
+        self
+    }
+
+    /// On a line over the limit, answer `! line too long (max N bytes)`,
+    /// drop that line and go on, instead of ending the connection.
+    pub fn skip_long_lines(mut self) -> Self {
+        self.skip_long = true;
+        self
     }
 
     /// The next message, or `None` at EOF. A line over the limit is answered
@@ -134,6 +180,11 @@ impl Lines {
                 Ok(None) => {}
                 Err(TooLong(max)) => {
                     let msg = format!("! line too long (max {max} bytes)");
+                    if self.skip_long {
+                        self.frames.skip_long_line();
+                        self.send(msg.as_bytes()).await?;
+                        continue;
+                    }
                     let _ = self.send(msg.as_bytes()).await;
                     return Err(io::Error::new(io::ErrorKind::InvalidData, &msg[2..]));
                 }
@@ -243,6 +294,21 @@ mod tests {
         lb.extend(b"12345");
         assert!(lb.over_limit());
         assert_eq!(lb.next_message(true), Err(TooLong(4)));
+    }
+
+    #[test]
+    fn a_long_line_can_be_skipped() {
+        let mut lb = LineBuf::new(4);
+        lb.extend(b"toolong");
+        assert_eq!(lb.next_message(true), Err(TooLong(4)));
+        lb.skip_long_line();
+        lb.extend(b"still long\nok\n");
+        assert_eq!(&lb.next_message(true).unwrap().unwrap()[..], b"ok");
+        lb.extend(b"x\n123456\ny\n");
+        assert_eq!(&lb.next_message(true).unwrap().unwrap()[..], b"x");
+        assert_eq!(lb.next_message(true), Err(TooLong(4)));
+        lb.skip_long_line();
+        assert_eq!(&lb.next_message(true).unwrap().unwrap()[..], b"y");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod support;
 
 mod bench;
+mod chat;
 mod cli;
 mod interop;
 mod limits;

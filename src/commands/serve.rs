@@ -10,8 +10,8 @@ use tracing::warn;
 use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
 use crate::logging;
-use crate::server::{DEFAULT_MAX_CONNS, Limits, Server};
-use crate::services::{Chargen, Discard, Echo, Greet, Stamp};
+use crate::server::{DEFAULT_MAX_CONNS, DEFAULT_MAX_LINE, Limits, Server};
+use crate::services::{Chargen, Chat, Discard, Echo, Greet, RawBroker, Stamp, chat};
 use crate::units::{parse_duration, parse_usize_size};
 
 /// The built-in services.
@@ -23,6 +23,9 @@ pub enum ServiceName {
     Stamp,
     /// `Welcome!`, then `Hello, X!` per message until `exit`; port 7014.
     Greet,
+    /// A line chat server with rooms, nicks and direct messages (--raw: a
+    /// byte broker like ncat --broker); port 7070.
+    Chat,
     /// Reads and drops everything (RFC 863), a sink for benchmarks; port 7009.
     Discard,
     /// Sends character lines until the client leaves (RFC 864), a source; port 7019.
@@ -36,6 +39,7 @@ impl ServiceName {
             ServiceName::Echo => "echo",
             ServiceName::Stamp => "stamp",
             ServiceName::Greet => "greet",
+            ServiceName::Chat => "chat",
             ServiceName::Discard => "discard",
             ServiceName::Chargen => "chargen",
         }
@@ -48,13 +52,14 @@ impl ServiceName {
             ServiceName::Echo => vec![at("tcp://127.0.0.1:7007"), at("udp://127.0.0.1:7007")],
             ServiceName::Stamp => vec![at("tcp://127.0.0.1:7013"), at("udp://127.0.0.1:7013")],
             ServiceName::Greet => vec![at("tcp://127.0.0.1:7014")],
+            ServiceName::Chat => vec![at("tcp://127.0.0.1:7070")],
             ServiceName::Discard => vec![at("tcp://127.0.0.1:7009"), at("udp://127.0.0.1:7009")],
             ServiceName::Chargen => vec![at("tcp://127.0.0.1:7019")],
         }
     }
 
     fn speaks_udp(self) -> bool {
-        !matches!(self, ServiceName::Greet | ServiceName::Chargen)
+        !matches!(self, ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat)
     }
 }
 
@@ -70,10 +75,11 @@ pub struct LimitArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// The longest line a line service accepts; a longer one gets an error
-    /// line and the connection is closed.
-    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_usize_size)]
-    pub max_line: usize,
+    /// The longest line a line service accepts [default: 64KiB; chat 4KiB].
+    /// A longer one gets an error line; stamp and greet then close the
+    /// connection, chat drops the line and goes on.
+    #[arg(long, value_name = "BYTES", value_parser = parse_usize_size)]
+    pub max_line: Option<usize>,
 
     /// At Ctrl-C / SIGTERM, how long open connections may finish before
     /// they are closed.
@@ -87,7 +93,7 @@ impl LimitArgs {
         Limits {
             max_conns: self.max_conns,
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            max_line: self.max_line,
+            max_line: self.max_line.unwrap_or(DEFAULT_MAX_LINE),
             grace: self.grace,
         }
     }
@@ -119,6 +125,21 @@ pub struct ServeArgs {
     #[arg(long)]
     pub utc: bool,
 
+    /// Chat as a raw byte broker, like `ncat --broker`: bytes from any
+    /// client go verbatim to all the others; no nicks, no commands.
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Chat: how many lines a client may fall behind before it is
+    /// disconnected (a slow reader never slows anyone else).
+    #[arg(long, value_name = "LINES", default_value_t = chat::DEFAULT_QUEUE)]
+    pub max_queue: usize,
+
+    /// Chat: lines per second a client may send (e.g. 10 or 10/s); more get
+    /// `! slow down` and are dropped.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate: Option<u32>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: LimitArgs,
@@ -129,7 +150,7 @@ impl ServeArgs {
     pub fn plan(&self) -> Result<Vec<(ServiceName, Endpoint)>, Error> {
         let usage = |msg: String| Err(Error::Usage(msg));
         let services = if self.services.is_empty() {
-            vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet]
+            vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet, ServiceName::Chat]
         } else {
             self.services.clone()
         };
@@ -164,6 +185,14 @@ impl ServeArgs {
     }
 }
 
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let n = s.trim().trim_end_matches("/s");
+    n.parse::<u32>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("invalid rate '{s}': a number of lines per second, e.g. 10/s"))
+}
+
 /// Runs `sockit serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let plan = args.plan()?;
@@ -176,6 +205,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     }
     let server = Server::new(args.limits.limits());
     let stamp = Arc::new(Stamp { utc: args.utc });
+    let max_line = args.limits.max_line.unwrap_or(chat::DEFAULT_MAX_LINE);
+    let chat = Arc::new(Chat::new(max_line, args.max_queue, args.rate));
+    let raw = Arc::new(RawBroker::new(args.max_queue));
     for (service, endpoint) in plan {
         let name = service.name();
         let bound = if endpoint.is_datagram() {
@@ -185,7 +217,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
                 ServiceName::Discard => server.serve_datagram(socket, name, Arc::new(Discard)),
-                ServiceName::Greet | ServiceName::Chargen => unreachable!("checked by plan()"),
+                ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat => unreachable!("checked by plan()"),
             }
             local
         } else {
@@ -197,6 +229,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet)),
                 ServiceName::Discard => server.serve_stream(listener, name, Arc::new(Discard)),
                 ServiceName::Chargen => server.serve_stream(listener, name, Arc::new(Chargen)),
+                ServiceName::Chat if args.raw => server.serve_stream(listener, name, raw.clone()),
+                ServiceName::Chat => server.serve_stream(listener, name, chat.clone()),
             }
             local
         };
@@ -221,7 +255,8 @@ mod tests {
     #[test]
     fn default_set() {
         let p = plan(&[]).unwrap();
-        assert_eq!(p.len(), 5);
+        assert_eq!(p.len(), 6);
+        assert!(p.contains(&(ServiceName::Chat, "tcp://127.0.0.1:7070".into())));
         assert!(p.contains(&(ServiceName::Greet, "tcp://127.0.0.1:7014".into())));
         assert!(p.contains(&(ServiceName::Stamp, "udp://127.0.0.1:7013".into())));
     }
@@ -252,5 +287,9 @@ mod tests {
         let Command::Serve(serve) = cli.command else { unreachable!() };
         let l = serve.limits.limits();
         assert_eq!((l.idle_timeout, l.max_line, l.max_conns), (None, 1024, 10_000));
+        let cli = Cli::try_parse_from(["sockit", "serve", "chat", "--rate", "10/s", "--max-queue", "8"]).unwrap();
+        let Command::Serve(serve) = cli.command else { unreachable!() };
+        assert_eq!((serve.rate, serve.max_queue, serve.limits.max_line), (Some(10), 8, None));
+        assert!(Cli::try_parse_from(["sockit", "serve", "--rate", "fast"]).is_err());
     }
 }

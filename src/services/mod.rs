@@ -3,11 +3,13 @@
 //! [`DatagramService`](crate::DatagramService) API and holding only its
 //! protocol.
 
+pub mod chat;
 pub mod discard;
 pub mod echo;
 pub mod greet;
 pub mod stamp;
 
+pub use chat::{Chat, RawBroker};
 pub use discard::{Chargen, Discard};
 pub use echo::Echo;
 pub use greet::Greet;

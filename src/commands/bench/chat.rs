@@ -113,9 +113,16 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     for (id, mut w) in writers.drain(..args.senders.min(clients)).enumerate() {
         let (sent, size, rate) = (sent.clone(), args.size, args.rate);
         send_tasks.spawn(async move {
-            let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1) as f64));
             let mut seq = 0u64;
             while Instant::now() < deadline {
+                // Paced against a schedule, not a sleep per line: timers
+                // have a millisecond's grain, rates go far beyond 1000/s.
+                if let Some(r) = rate {
+                    let due = started + Duration::from_secs_f64(seq as f64 / r.max(1) as f64);
+                    if due > Instant::now() + Duration::from_millis(1) {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
                 let ns = epoch.elapsed().as_nanos() as u64;
                 let mut line = format!("{MARK}{id}:{ns}:{seq}:");
                 while line.len() + 1 < size {
@@ -130,9 +137,6 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
                 }
                 seq += 1;
                 sent.fetch_add(1, Ordering::Relaxed);
-                if let Some(g) = gap {
-                    tokio::time::sleep(g).await;
-                }
             }
             w
         });

@@ -1,0 +1,310 @@
+//! `chat`: a line chat server any line client can use (`sockit connect`, nc,
+//! telnet), or with `--raw` a byte broker like `ncat --broker`.
+//!
+//! Protocol (UTF-8 lines; invalid bytes are replaced): on connect a welcome
+//! line names the assigned `guest-N` nick; the user is in room `lobby`. A
+//! plain line goes to everyone else in the room as `<nick> text`; commands
+//! are listed in [`protocol::HELP`]; errors are lines starting with `! `;
+//! notices start with `* ` (`* guest-3 is now alice`, `* alice joined`,
+//! `* alice left`, `* server shutting down`).
+
+pub mod hub;
+pub mod protocol;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use self::hub::{Hub, Inbox, LOBBY, Post};
+use self::protocol::{Command, HELP, parse, valid_name};
+use crate::{Conn, Lines, Service};
+
+/// Default `--max-line` for chat: 4 KiB.
+pub const DEFAULT_MAX_LINE: usize = 4 * 1024;
+/// Default `--max-queue`: how many lines a client may fall behind.
+pub const DEFAULT_QUEUE: usize = 1024;
+/// Most bytes gathered into one write to a client.
+const BATCH: usize = 64 * 1024;
+/// How long a goodbye line may take to write to a client.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a client stuck in a write is checked for falling behind.
+const LAG_CHECK: Duration = Duration::from_millis(100);
+
+/// The line chat service.
+#[derive(Debug)]
+pub struct Chat {
+    hub: Arc<Hub>,
+    max_line: usize,
+    rate: Option<u32>,
+    queue: usize,
+}
+
+impl Chat {
+    /// A chat with its own in-memory hub.
+    pub fn new(max_line: usize, queue: usize, rate: Option<u32>) -> Self {
+        Chat { hub: Arc::new(Hub::new(queue)), max_line, rate, queue: queue.max(1) }
+    }
+}
+
+/// Lines per second allowed to one client (`--rate`), as a token bucket
+/// that holds one second's worth.
+#[derive(Debug)]
+struct RateLimit {
+    per_sec: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Self {
+        RateLimit { per_sec: per_sec as f64, tokens: per_sec as f64, at: Instant::now() }
+    }
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.per_sec);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Service for Chat {
+    async fn serve(&self, conn: Conn) -> io::Result<()> {
+        let stop = conn.shutdown_token().clone();
+        let mut lines = Lines::new(conn).with_max(self.max_line).skip_long_lines();
+        let mut inbox = self.hub.join();
+        let result = self.session(&mut lines, &mut inbox, &stop).await;
+        self.hub.leave(inbox.id);
+        result
+    }
+
+    fn busy_message(&self) -> Option<&[u8]> {
+        Some(super::BUSY_LINE)
+    }
+}
+
+impl Chat {
+    async fn session(
+        &self,
+        lines: &mut Lines,
+        inbox: &mut Inbox,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> io::Result<()> {
+        let welcome = format!("Welcome to sockit chat, {}! You are in {LOBBY}; /help lists the commands.", inbox.nick);
+        lines.send(welcome.as_bytes()).await?;
+        let mut rate = self.rate.map(RateLimit::new);
+        let mut out = BytesMut::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, lines.send(b"* server shutting down")).await;
+                    return Ok(());
+                }
+                post = inbox.room.recv() => {
+                    let post = match post {
+                        Ok(p) => p,
+                        Err(RecvError::Lagged(n)) => return kick(lines, n).await,
+                        Err(RecvError::Closed) => return Ok(()),
+                    };
+                    // Gather what else is ready into one write.
+                    gather(&mut out, &post, inbox.id);
+                    while out.len() < BATCH {
+                        match inbox.room.try_recv() {
+                            Ok(p) => gather(&mut out, &p, inbox.id),
+                            Err(TryRecvError::Lagged(n)) => return kick(lines, n).await,
+                            Err(_) => break,
+                        }
+                    }
+                    if !out.is_empty() {
+                        if let Err(missed) = self.write_watching(lines, &out, inbox).await? {
+                            return kick(lines, missed).await;
+                        }
+                        out = BytesMut::new();
+                    }
+                }
+                direct = inbox.direct.recv() => {
+                    if let Some(line) = direct {
+                        lines.conn().write_all(&line).await?;
+                    }
+                }
+                line = lines.next() => {
+                    let Some(line) = line? else { return Ok(()) };
+                    if !self.command(&line, lines, inbox, &mut rate).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `out` to the client; while the client is not reading, checks
+    /// every [`LAG_CHECK`] how far behind its room it has fallen, and gives
+    /// up (`Err(lines behind)`) past the queue's bound — a client stuck in a
+    /// write would otherwise never see its receiver lag.
+    async fn write_watching(&self, lines: &mut Lines, out: &[u8], inbox: &Inbox) -> io::Result<Result<(), u64>> {
+        let mut off = 0;
+        while off < out.len() {
+            tokio::select! {
+                biased;
+                // `write` is cancel-safe: nothing is written unless it completes.
+                n = lines.conn().write(&out[off..]) => off += n?,
+                _ = tokio::time::sleep(LAG_CHECK) => {
+                    let behind = inbox.room.len();
+                    if behind >= self.queue {
+                        return Ok(Err(behind as u64));
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Handles one line from the client; false ends the session.
+    async fn command(
+        &self,
+        line: &[u8],
+        lines: &mut Lines,
+        inbox: &mut Inbox,
+        rate: &mut Option<RateLimit>,
+    ) -> io::Result<bool> {
+        let text = String::from_utf8_lossy(line);
+        let cmd = parse(&text);
+        let limited = matches!(cmd, Command::Say(_) | Command::Msg(..));
+        if limited
+            && let Some(r) = rate.as_mut()
+            && !r.allow()
+        {
+            let msg = format!("! slow down: at most {} lines per second", r.per_sec);
+            lines.send(msg.as_bytes()).await?;
+            return Ok(true);
+        }
+        let reply: Vec<String> = match cmd {
+            Command::Say("") => vec![],
+            Command::Say(t) => {
+                self.hub.say(inbox.id, t);
+                vec![]
+            }
+            Command::Nick(n) if !valid_name(n) => {
+                vec![format!("! invalid nick {n}: use letters, digits, - and _, at most 32")]
+            }
+            Command::Nick(n) => match self.hub.rename(inbox.id, n) {
+                Ok(_) => {
+                    inbox.nick = n.to_string();
+                    vec![]
+                }
+                Err(refusal) => vec![refusal],
+            },
+            Command::Join(r) if !valid_name(r) => {
+                vec![format!("! invalid room {r}: use letters, digits, - and _, at most 32")]
+            }
+            Command::Join(r) => match self.hub.switch(inbox.id, r) {
+                Ok(rx) => {
+                    inbox.room = rx;
+                    vec![]
+                }
+                Err(refusal) => vec![refusal],
+            },
+            Command::Rooms => {
+                let rooms: Vec<String> = self.hub.rooms().iter().map(|(r, n)| format!("{r} ({n})")).collect();
+                vec![format!("* rooms: {}", rooms.join(", "))]
+            }
+            Command::Who => {
+                let (room, nicks) = self.hub.who(inbox.id);
+                vec![format!("* in {room}: {}", nicks.join(", "))]
+            }
+            Command::Msg(to, t) => self.hub.direct(inbox.id, to, t).err().into_iter().collect(),
+            Command::Quit => {
+                lines.send(b"* bye").await?;
+                return Ok(false);
+            }
+            Command::Help => HELP.iter().map(|s| s.to_string()).collect(),
+            Command::Usage(u) => vec![format!("! {u}")],
+            Command::Unknown(c) => vec![format!("! unknown command /{c}: /help lists the commands")],
+        };
+        for r in reply {
+            lines.send(r.as_bytes()).await?;
+        }
+        Ok(true)
+    }
+}
+
+fn gather(out: &mut BytesMut, post: &Post, me: u64) {
+    if post.from != me {
+        out.extend_from_slice(&post.line);
+    }
+}
+
+/// Disconnects a client that fell too far behind, telling it why.
+async fn kick(lines: &mut Lines, missed: u64) -> io::Result<()> {
+    let why = format!("! disconnected: too slow to read, {missed} lines behind (the queue holds --max-queue lines)");
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, lines.send(why.as_bytes())).await;
+    Err(io::Error::other(format!("too slow to read: {missed} lines behind")))
+}
+
+/// `chat --raw`: bytes from any client go verbatim to all the others, like
+/// `ncat --broker`: no nicks, no commands. A client that falls `queue`
+/// chunks behind is disconnected.
+#[derive(Debug)]
+pub struct RawBroker {
+    tx: broadcast::Sender<Post>,
+    next_id: AtomicU64,
+}
+
+impl RawBroker {
+    /// A broker whose clients may fall `queue` chunks behind.
+    pub fn new(queue: usize) -> Self {
+        RawBroker { tx: broadcast::channel(queue.max(1)).0, next_id: AtomicU64::new(1) }
+    }
+}
+
+impl Service for RawBroker {
+    async fn serve(&self, mut conn: Conn) -> io::Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut rx = self.tx.subscribe();
+        let stop = conn.shutdown_token().clone();
+        let mut input = BytesMut::new();
+        let mut out = BytesMut::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                post = rx.recv() => {
+                    match post {
+                        Ok(p) => gather(&mut out, &p, id),
+                        Err(RecvError::Lagged(n)) => return Err(io::Error::other(format!("too slow to read: {n} chunks behind"))),
+                        Err(RecvError::Closed) => return Ok(()),
+                    }
+                    while out.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => gather(&mut out, &p, id),
+                            Err(TryRecvError::Lagged(n)) => return Err(io::Error::other(format!("too slow to read: {n} chunks behind"))),
+                            Err(_) => break,
+                        }
+                    }
+                    if !out.is_empty() {
+                        conn.write_all(&out).await?;
+                        out = BytesMut::new();
+                    }
+                }
+                n = conn.read_lazy(&mut input, BATCH) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                    let _ = self.tx.send(Post { from: id, line: input.split().freeze() });
+                    input = BytesMut::new();
+                }
+            }
+        }
+    }
+}

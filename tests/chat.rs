@@ -1,0 +1,293 @@
+//! The chat broker: protocol, rooms, nicks, direct messages, limits, raw
+//! mode against ncat --broker, and a thousand clients in one room.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+
+use crate::support::*;
+
+/// A line client of the chat.
+struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    nick: String,
+}
+
+impl Client {
+    fn join(addr: SocketAddr) -> Client {
+        let s = tcp(addr);
+        let mut c = Client { w: s.try_clone().unwrap(), r: BufReader::new(s), nick: String::new() };
+        let welcome = c.line();
+        assert!(welcome.starts_with("Welcome to sockit chat, guest-") && welcome.contains("/help"), "{welcome}");
+        c.nick = welcome["Welcome to sockit chat, ".len()..].split('!').next().unwrap().to_string();
+        c
+    }
+    fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap_or_else(|e| panic!("read: {e}"));
+        assert!(!l.is_empty(), "the server closed the connection");
+        l.trim_end_matches('\n').to_string()
+    }
+    /// The next line that is not a join/leave notice.
+    fn next_said(&mut self) -> String {
+        loop {
+            let l = self.line();
+            if !(l.starts_with("* ") && (l.ends_with(" joined") || l.ends_with(" left"))) {
+                return l;
+            }
+        }
+    }
+    fn nick(&mut self, nick: &str) {
+        let old = self.nick.clone();
+        self.send(&format!("/nick {nick}"));
+        assert_eq!(self.next_said(), format!("* {old} is now {nick}"));
+        self.nick = nick.to_string();
+    }
+}
+
+fn chat(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["serve", "chat", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, 1);
+    let addr = p.addr("chat", "tcp://");
+    (p, addr)
+}
+
+#[test]
+fn two_users_chat_and_message_directly() {
+    let (_p, addr) = chat(&[]);
+    let mut a = Client::join(addr);
+    let mut b = Client::join(addr);
+    assert_eq!(a.line(), format!("* {} joined", b.nick));
+    let (a_was, b_was) = (a.nick.clone(), b.nick.clone());
+    a.nick("alice");
+    assert_eq!(b.next_said(), format!("* {a_was} is now alice"));
+    b.nick("bob");
+    assert_eq!(a.next_said(), format!("* {b_was} is now bob"));
+    a.send("hello bob");
+    assert_eq!(b.next_said(), "<alice> hello bob");
+    b.send("hi alice");
+    // Not echoed to the sender: alice's next line is bob's.
+    assert_eq!(a.next_said(), "<bob> hi alice");
+    a.send("/msg bob just for you");
+    assert_eq!(b.next_said(), "<alice> (direct) just for you");
+    a.send("/who");
+    assert_eq!(a.next_said(), "* in lobby: alice, bob");
+    a.send("/rooms");
+    assert_eq!(a.next_said(), "* rooms: lobby (2)");
+    a.send("/msg nobody hi");
+    assert_eq!(a.next_said(), "! no such user: nobody");
+    b.send("/quit");
+    assert_eq!(b.next_said(), "* bye");
+    assert_eq!(a.line(), "* bob left");
+}
+
+#[test]
+fn rooms_isolate() {
+    let (_p, addr) = chat(&[]);
+    let mut a = Client::join(addr);
+    let mut c = Client::join(addr);
+    c.nick("carol");
+    a.next_said(); // carol's rename
+    c.send("/join dev");
+    assert_eq!(c.line(), "* carol joined");
+    a.send("lobby only");
+    c.send("/who");
+    assert_eq!(c.next_said(), "* in dev: carol", "a lobby line reached dev");
+    c.send("dev only");
+    a.send("/rooms");
+    assert_eq!(a.next_said(), "* rooms: dev (1), lobby (1)", "a dev line reached the lobby");
+}
+
+#[test]
+fn nick_clash_and_bad_input_are_refused_with_reasons() {
+    let (_p, addr) = chat(&["--max-line", "64"]);
+    let mut a = Client::join(addr);
+    let mut b = Client::join(addr);
+    a.nick("alice");
+    b.next_said();
+    b.send("/nick alice");
+    assert_eq!(b.next_said(), "! nick alice is taken");
+    b.send("/nick bad!name");
+    assert!(b.next_said().starts_with("! invalid nick bad!name"));
+    b.send("/dance");
+    assert_eq!(b.next_said(), "! unknown command /dance: /help lists the commands");
+    b.send("/msg alice");
+    assert_eq!(b.next_said(), "! usage: /msg NICK text");
+    b.send("/help");
+    assert_eq!(b.next_said(), "* commands:");
+    // A long line is refused and dropped; the connection goes on.
+    b.send(&"x".repeat(200));
+    let l = loop {
+        let l = b.next_said();
+        if !l.starts_with("* ") {
+            break l;
+        }
+    };
+    assert_eq!(l, "! line too long (max 64 bytes)");
+    // Invalid UTF-8 is replaced, never a crash.
+    b.w.write_all(b"\xff\xfe bytes\n").unwrap();
+    assert_eq!(a.next_said(), format!("<{}> \u{fffd}\u{fffd} bytes", b.nick));
+}
+
+#[test]
+fn rate_limit() {
+    let (_p, addr) = chat(&["--rate", "2/s"]);
+    let mut a = Client::join(addr);
+    for i in 0..5 {
+        a.send(&format!("line {i}"));
+    }
+    assert_eq!(a.next_said(), "! slow down: at most 2 lines per second");
+}
+
+#[test]
+fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
+    const LINES: usize = 20_000;
+    const STEP: usize = 100;
+    let (mut p, addr) = chat(&["--max-queue", "256"]);
+    let mut sender = Client::join(addr);
+    let slow = Client::join(addr); // never reads
+    let mut fast = Client::join(addr);
+    let (progress, seen) = std::sync::mpsc::channel();
+    let fast_reader = std::thread::spawn(move || {
+        for got in 1..=LINES {
+            while !fast.line().contains("> payload ") {}
+            if got % STEP == 0 {
+                let _ = progress.send(got);
+            }
+        }
+    });
+    // 20 MB for a reader that never reads: more than its socket buffers and
+    // its queue hold. The sender keeps pace with the fast reader, so only
+    // the slow one falls behind.
+    let pad = "p".repeat(1000);
+    for batch in 0..LINES / STEP {
+        for i in 0..STEP {
+            sender.send(&format!("payload {} {pad}", batch * STEP + i));
+        }
+        let got = seen.recv_timeout(WAIT).unwrap_or_else(|_| p.fail("the fast reader stalled"));
+        assert_eq!(got, (batch + 1) * STEP);
+    }
+    fast_reader.join().unwrap();
+    let cut = p.wait_stderr(|l| l.contains("too slow to read"));
+    assert!(cut.contains("closed with error"), "{cut}");
+    drop(slow);
+}
+
+#[test]
+fn shutdown_tells_every_client() {
+    let (mut p, addr) = chat(&[]);
+    let mut a = Client::join(addr);
+    p.signal("TERM");
+    assert_eq!(a.next_said(), "* server shutting down");
+    assert_eq!(p.wait_exit().code(), Some(0));
+}
+
+/// Reads one line, or None if none comes within `t`.
+fn line_within(r: &mut BufReader<TcpStream>, t: std::time::Duration) -> Option<String> {
+    r.get_ref().set_read_timeout(Some(t)).unwrap();
+    let mut l = String::new();
+    let got = r.read_line(&mut l).ok().filter(|&n| n > 0).map(|_| l);
+    r.get_ref().set_read_timeout(Some(WAIT)).unwrap();
+    got
+}
+
+/// Reads lines until `want` (bounded), dropping what comes before it.
+fn skip_to(r: &mut BufReader<TcpStream>, want: &str) {
+    while line_within(r, WAIT).unwrap_or_else(|| panic!("never got {want:?}")) != want {}
+}
+
+/// The raw broker scenario, run against any broker: bytes verbatim to all
+/// the others, never back to the sender.
+fn raw_broker_behaves(addr: SocketAddr) {
+    let mut c: Vec<(BufReader<TcpStream>, TcpStream)> = (0..3)
+        .map(|_| {
+            let s = tcp(addr);
+            (BufReader::new(s.try_clone().unwrap()), s)
+        })
+        .collect();
+    // A broker registers a client some time after it connects: sync until
+    // each client has heard another, then clear the extra sync lines out.
+    let short = std::time::Duration::from_millis(200);
+    for (from, to) in [(0, 1), (1, 0), (0, 2)] {
+        loop {
+            c[from].1.write_all(b"sync\n").unwrap();
+            if line_within(&mut c[to].0, short).is_some() {
+                break;
+            }
+        }
+    }
+    for from in 0..3 {
+        c[from].1.write_all(format!("end {from}\n").as_bytes()).unwrap();
+        for to in (0..3).filter(|&t| t != from) {
+            skip_to(&mut c[to].0, &format!("end {from}\n"));
+        }
+    }
+    c[1].1.write_all(b"\x00from b\xff\n").unwrap();
+    for to in [0, 2] {
+        let mut got = vec![0u8; 9];
+        std::io::Read::read_exact(&mut c[to].0, &mut got).unwrap();
+        assert_eq!(got, b"\x00from b\xff\n", "bytes pass verbatim");
+    }
+    c[2].1.write_all(b"from c\n").unwrap();
+    // b's next line is c's: its own never came back to it.
+    assert_eq!(line_within(&mut c[1].0, WAIT).as_deref(), Some("from c\n"));
+    assert_eq!(line_within(&mut c[0].0, WAIT).as_deref(), Some("from c\n"));
+}
+
+#[test]
+fn raw_mode_behaves_like_ncat_broker() {
+    need("ncat");
+    let port = free_port();
+    let mut cmd = Command::new("ncat");
+    cmd.args(["--broker", "-l", "127.0.0.1", &port.to_string()]);
+    let _ncat = Proc::spawn(cmd, 0);
+    wait_tcp_listening(port);
+    raw_broker_behaves(format!("127.0.0.1:{port}").parse().unwrap());
+    let (_p, addr) = chat(&["--raw"]);
+    raw_broker_behaves(addr);
+}
+
+#[test]
+fn thousand_clients_in_one_room_all_receive_a_broadcast() {
+    let (_p, addr) = chat(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let received = rt.block_on(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut readers = Vec::new();
+        for _ in 0..1000 {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (r, w) = s.into_split();
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            let welcome = lines.next_line().await.unwrap().unwrap();
+            assert!(welcome.starts_with("Welcome"), "{welcome}");
+            readers.push((lines, w));
+        }
+        let (_, mut sender) = readers.pop().unwrap();
+        sender.write_all(b"to everyone\n").await.unwrap();
+        let tasks: Vec<_> = readers
+            .into_iter()
+            .map(|(mut lines, w)| {
+                tokio::spawn(async move {
+                    let _keep = w;
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        if l.ends_with("> to everyone") {
+                            return true;
+                        }
+                    }
+                    false
+                })
+            })
+            .collect();
+        let mut n = 0;
+        for t in tasks {
+            n += usize::from(tokio::time::timeout(WAIT, t).await.unwrap().unwrap());
+        }
+        n
+    });
+    assert_eq!(received, 999);
+}
