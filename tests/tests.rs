@@ -5,6 +5,7 @@ mod support;
 
 mod bench;
 mod chat;
+mod chat_redis;
 mod cli;
 mod interop;
 mod limits;

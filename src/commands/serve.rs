@@ -135,6 +135,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "LINES", default_value_t = chat::DEFAULT_QUEUE)]
     pub max_queue: usize,
 
+    /// Chat: make every `sockit serve chat` on this Redis one chat (rooms,
+    /// direct messages, /who and unique nicks across instances).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
     /// Chat: lines per second a client may send (e.g. 10 or 10/s); more get
     /// `! slow down` and are dropped.
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
@@ -206,7 +211,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let server = Server::new(args.limits.limits());
     let stamp = Arc::new(Stamp { utc: args.utc });
     let max_line = args.limits.max_line.unwrap_or(chat::DEFAULT_MAX_LINE);
-    let chat = Arc::new(Chat::new(max_line, args.max_queue, args.rate));
+    let runs_chat = plan.iter().any(|(s, _)| *s == ServiceName::Chat);
+    let chat = Arc::new(match args.redis.as_deref().filter(|_| runs_chat) {
+        Some(url) => {
+            let (chat, link) = Chat::with_redis(url, max_line, args.max_queue, args.rate, server.shutdown_token())
+                .map_err(Error::Usage)?;
+            tokio::spawn(link);
+            chat
+        }
+        None => Chat::new(max_line, args.max_queue, args.rate),
+    });
     let raw = Arc::new(RawBroker::new(args.max_queue));
     for (service, endpoint) in plan {
         let name = service.name();

@@ -56,13 +56,20 @@ pub(super) async fn run(args: ConnsArgs) -> anyhow::Result<Report> {
     }
     tokio::time::sleep(args.hold).await;
     let after = args.server_pid.and_then(rss_bytes);
-    // Still open? A readable socket here means EOF or a reset: dropped.
+    // Still open? Drain what the server sent (a welcome line, say): EOF or
+    // an error means the server dropped it; nothing more to read, alive.
     let mut dropped = 0u64;
+    let mut sink = vec![0u8; 64 * 1024];
     for s in &open {
-        let mut probe = bytes::BytesMut::with_capacity(1);
-        match s.try_read_buf(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            _ => dropped += 1,
+        loop {
+            match s.try_read(&mut sink) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                _ => {
+                    dropped += 1;
+                    break;
+                }
+            }
         }
     }
     let held = open.len() as u64 - dropped;

@@ -30,6 +30,31 @@ pub struct Post {
     pub line: Bytes,
 }
 
+/// What this instance tells the others, when scaled out (see
+/// [`cluster`](super::cluster)).
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A line for everyone in `room`, on every instance.
+    Room {
+        /// The room.
+        room: String,
+        /// The line, newline included.
+        line: Bytes,
+    },
+    /// A line for the member called `to`, wherever it is.
+    Direct {
+        /// The nick.
+        to: String,
+        /// The line, newline included.
+        line: Bytes,
+    },
+    /// Who is here, or in which room, changed.
+    Presence,
+}
+
+/// How many events may wait for the cluster link before new ones are dropped.
+const OUTBOX: usize = 4096;
+
 /// What a member holds to hear its room and its direct messages.
 #[derive(Debug)]
 pub struct Inbox {
@@ -72,6 +97,7 @@ pub struct Hub {
     state: Mutex<State>,
     next_id: AtomicU64,
     queue: usize,
+    outbox: Option<mpsc::Sender<Event>>,
 }
 
 /// A line of text with its newline.
@@ -85,20 +111,74 @@ pub fn line(text: &str) -> Bytes {
 impl Hub {
     /// A hub whose members may fall `queue` lines behind.
     pub fn new(queue: usize) -> Self {
-        Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1) }
+        Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1), outbox: None }
     }
 
-    /// Adds a member as `guest-N` in the lobby, announcing it there.
-    pub fn join(&self) -> Inbox {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let nick = format!("guest-{id}");
+    /// A hub that also hands its events to a cluster link (the receiver).
+    pub fn clustered(queue: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        (Hub { outbox: Some(tx), ..Hub::new(queue) }, rx)
+    }
+
+    /// The next member id; `guest-{id}` is its nick unless a cluster
+    /// numbers guests.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds member `id` as `nick` in the lobby, announcing it there.
+    pub fn join(&self, id: u64, nick: String) -> Inbox {
         let (tx, direct) = mpsc::channel(DIRECT_QUEUE);
         let mut st = self.state.lock().unwrap();
         st.members.insert(id, Member { nick: nick.clone(), room: LOBBY.into(), direct: tx });
         st.nicks.insert(nick.clone(), id);
         let room = self.enter(&mut st, LOBBY);
-        Self::announce(&st, LOBBY, &format!("* {nick} joined"), id);
+        self.announce(&st, LOBBY, &format!("* {nick} joined"), id);
+        self.publish(Event::Presence);
         Inbox { id, nick, room, direct }
+    }
+
+    /// Whether `nick` is taken here.
+    pub fn has_nick(&self, nick: &str) -> bool {
+        self.state.lock().unwrap().nicks.contains_key(nick)
+    }
+
+    /// Every member here: (nick, room).
+    pub fn members(&self) -> Vec<(String, String)> {
+        let st = self.state.lock().unwrap();
+        st.members.values().map(|m| (m.nick.clone(), m.room.clone())).collect()
+    }
+
+    /// The room member `id` is in.
+    pub fn room_of(&self, id: u64) -> Option<String> {
+        self.state.lock().unwrap().members.get(&id).map(|m| m.room.clone())
+    }
+
+    /// A line from another instance for `room`.
+    pub fn deliver_room(&self, room: &str, line: Bytes) {
+        let st = self.state.lock().unwrap();
+        if let Some(r) = st.rooms.get(room) {
+            let _ = r.tx.send(Post { from: 0, line });
+        }
+    }
+
+    /// A line from another instance for the member called `to`, if here.
+    pub fn deliver_direct(&self, to: &str, line: Bytes) -> bool {
+        let st = self.state.lock().unwrap();
+        match st.nicks.get(to).and_then(|id| st.members.get(id)) {
+            Some(m) => m.direct.try_send(line).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Hands an event to the cluster link, if any; when the link is too far
+    /// behind the event is dropped rather than queued without bound.
+    pub fn publish(&self, event: Event) {
+        if let Some(tx) = &self.outbox
+            && tx.try_send(event).is_err()
+        {
+            tracing::debug!("cluster outbox full: event dropped");
+        }
     }
 
     /// Removes a member, announcing it to its room.
@@ -106,8 +186,9 @@ impl Hub {
         let mut st = self.state.lock().unwrap();
         let Some(m) = st.members.remove(&id) else { return };
         st.nicks.remove(&m.nick);
-        Self::announce(&st, &m.room, &format!("* {} left", m.nick), id);
+        self.announce(&st, &m.room, &format!("* {} left", m.nick), id);
         Self::exit(&mut st, &m.room);
+        self.publish(Event::Presence);
     }
 
     /// Sends `text` from member `id` to the others in its room, as
@@ -117,7 +198,9 @@ impl Hub {
         if let Some(m) = st.members.get(&id)
             && let Some(room) = st.rooms.get(&m.room)
         {
-            let _ = room.tx.send(Post { from: id, line: line(&format!("<{}> {text}", m.nick)) });
+            let line = line(&format!("<{}> {text}", m.nick));
+            let _ = room.tx.send(Post { from: id, line: line.clone() });
+            self.publish(Event::Room { room: m.room.clone(), line });
         }
     }
 
@@ -136,7 +219,8 @@ impl Hub {
         let room = m.room.clone();
         st.nicks.remove(&old);
         st.nicks.insert(nick.to_string(), id);
-        Self::announce(&st, &room, &format!("* {old} is now {nick}"), 0);
+        self.announce(&st, &room, &format!("* {old} is now {nick}"), 0);
+        self.publish(Event::Presence);
         Ok(old)
     }
 
@@ -149,10 +233,11 @@ impl Hub {
         }
         let old = std::mem::replace(&mut m.room, room.to_string());
         let nick = m.nick.clone();
-        Self::announce(&st, &old, &format!("* {nick} left"), id);
+        self.announce(&st, &old, &format!("* {nick} left"), id);
         Self::exit(&mut st, &old);
         let rx = self.enter(&mut st, room);
-        Self::announce(&st, room, &format!("* {nick} joined"), 0);
+        self.announce(&st, room, &format!("* {nick} joined"), 0);
+        self.publish(Event::Presence);
         Ok(rx)
     }
 
@@ -171,14 +256,17 @@ impl Hub {
         (room, nicks)
     }
 
-    /// `/msg`: `<from> (direct) text` to `to` alone.
-    pub fn direct(&self, id: u64, to: &str, text: &str) -> Result<(), Refusal> {
+    /// `/msg`: `<from> (direct) text` to `to` alone, if `to` is here;
+    /// `Ok(Some(line))` hands the line back when `to` is not.
+    pub fn direct(&self, id: u64, to: &str, text: &str) -> Result<Option<Bytes>, Refusal> {
         let st = self.state.lock().unwrap();
         let from = st.members.get(&id).map(|m| m.nick.clone()).ok_or("! not connected")?;
-        let target = st.nicks.get(to).and_then(|t| st.members.get(t)).ok_or_else(|| format!("! no such user: {to}"))?;
+        let msg = line(&format!("<{from}> (direct) {text}"));
+        let Some(target) = st.nicks.get(to).and_then(|t| st.members.get(t)) else { return Ok(Some(msg)) };
         target
             .direct
-            .try_send(line(&format!("<{from}> (direct) {text}")))
+            .try_send(msg)
+            .map(|()| None)
             .map_err(|_| format!("! {to} is not keeping up; message not delivered"))
     }
 
@@ -208,9 +296,12 @@ impl Hub {
         }
     }
 
-    fn announce(st: &State, room: &str, text: &str, from: u64) {
+    /// A notice to a room, here and (scaled out) on every instance.
+    fn announce(&self, st: &State, room: &str, text: &str, from: u64) {
+        let line = line(text);
         if let Some(r) = st.rooms.get(room) {
-            let _ = r.tx.send(Post { from, line: line(text) });
+            let _ = r.tx.send(Post { from, line: line.clone() });
         }
+        self.publish(Event::Room { room: room.to_string(), line });
     }
 }

@@ -8,6 +8,7 @@
 //! notices start with `* ` (`* guest-3 is now alice`, `* alice joined`,
 //! `* alice left`, `* server shutting down`).
 
+pub mod cluster;
 pub mod hub;
 pub mod protocol;
 
@@ -21,7 +22,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use self::hub::{Hub, Inbox, LOBBY, Post};
+use self::cluster::Cluster;
+use self::hub::{Event, Hub, Inbox, LOBBY, Post};
 use self::protocol::{Command, HELP, parse, valid_name};
 use crate::{Conn, Lines, Service};
 
@@ -40,15 +42,45 @@ const LAG_CHECK: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Chat {
     hub: Arc<Hub>,
+    cluster: Option<Arc<Cluster>>,
     max_line: usize,
     rate: Option<u32>,
     queue: usize,
 }
 
 impl Chat {
-    /// A chat with its own in-memory hub.
+    /// A chat whose state lives in memory, in this process alone.
     pub fn new(max_line: usize, queue: usize, rate: Option<u32>) -> Self {
-        Chat { hub: Arc::new(Hub::new(queue)), max_line, rate, queue: queue.max(1) }
+        Chat { hub: Arc::new(Hub::new(queue)), cluster: None, max_line, rate, queue: queue.max(1) }
+    }
+
+    /// A chat that is one with every other instance on the Redis at `url`.
+    /// Run the returned future (until `stop`) to keep the link.
+    pub fn with_redis(
+        url: &str,
+        max_line: usize,
+        queue: usize,
+        rate: Option<u32>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), String> {
+        let cluster = Cluster::new(url)?;
+        let (hub, outbox) = Hub::clustered(queue);
+        let hub = Arc::new(hub);
+        let link = cluster.clone().run(hub.clone(), outbox, stop);
+        Ok((Chat { hub, cluster: Some(cluster), max_line, rate, queue: queue.max(1) }, link))
+    }
+
+    /// A new member's nick: `guest-N`, numbered cluster-wide when scaled out.
+    async fn guest_nick(&self, id: u64) -> String {
+        if let Some(c) = &self.cluster
+            && let Some(n) = c.next_guest().await
+        {
+            let nick = format!("guest-{n}");
+            if !self.hub.has_nick(&nick) && c.claim(&nick).await.unwrap_or(true) {
+                return nick;
+            }
+        }
+        format!("guest-{id}")
     }
 }
 
@@ -82,9 +114,14 @@ impl Service for Chat {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let stop = conn.shutdown_token().clone();
         let mut lines = Lines::new(conn).with_max(self.max_line).skip_long_lines();
-        let mut inbox = self.hub.join();
+        let id = self.hub.next_id();
+        let nick = self.guest_nick(id).await;
+        let mut inbox = self.hub.join(id, nick);
         let result = self.session(&mut lines, &mut inbox, &stop).await;
         self.hub.leave(inbox.id);
+        if let Some(c) = &self.cluster {
+            c.release(&inbox.nick).await;
+        }
         result
     }
 
@@ -198,13 +235,7 @@ impl Chat {
             Command::Nick(n) if !valid_name(n) => {
                 vec![format!("! invalid nick {n}: use letters, digits, - and _, at most 32")]
             }
-            Command::Nick(n) => match self.hub.rename(inbox.id, n) {
-                Ok(_) => {
-                    inbox.nick = n.to_string();
-                    vec![]
-                }
-                Err(refusal) => vec![refusal],
-            },
+            Command::Nick(n) => self.rename(inbox, n).await.err().into_iter().collect(),
             Command::Join(r) if !valid_name(r) => {
                 vec![format!("! invalid room {r}: use letters, digits, - and _, at most 32")]
             }
@@ -216,14 +247,14 @@ impl Chat {
                 Err(refusal) => vec![refusal],
             },
             Command::Rooms => {
-                let rooms: Vec<String> = self.hub.rooms().iter().map(|(r, n)| format!("{r} ({n})")).collect();
+                let rooms: Vec<String> = self.rooms().await.iter().map(|(r, n)| format!("{r} ({n})")).collect();
                 vec![format!("* rooms: {}", rooms.join(", "))]
             }
             Command::Who => {
-                let (room, nicks) = self.hub.who(inbox.id);
+                let (room, nicks) = self.who(inbox.id).await;
                 vec![format!("* in {room}: {}", nicks.join(", "))]
             }
-            Command::Msg(to, t) => self.hub.direct(inbox.id, to, t).err().into_iter().collect(),
+            Command::Msg(to, t) => self.direct(inbox.id, to, t).await.err().into_iter().collect(),
             Command::Quit => {
                 lines.send(b"* bye").await?;
                 return Ok(false);
@@ -236,6 +267,86 @@ impl Chat {
             lines.send(r.as_bytes()).await?;
         }
         Ok(true)
+    }
+}
+
+impl Chat {
+    /// `/nick`: unique here, and across instances when scaled out.
+    async fn rename(&self, inbox: &mut Inbox, nick: &str) -> Result<(), String> {
+        let mut claimed = false;
+        if !self.hub.has_nick(nick)
+            && let Some(c) = &self.cluster
+        {
+            match c.claim(nick).await {
+                Ok(false) => return Err(format!("! nick {nick} is taken")),
+                Ok(true) => claimed = true,
+                Err(_) => {} // link down: unique here, for now
+            }
+        }
+        match self.hub.rename(inbox.id, nick) {
+            Ok(old) => {
+                inbox.nick = nick.to_string();
+                if let Some(c) = &self.cluster {
+                    c.release(&old).await;
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                if let (true, Some(c)) = (claimed, &self.cluster) {
+                    c.release(nick).await;
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// `/msg`: here if `to` is here, else through the cluster.
+    async fn direct(&self, id: u64, to: &str, text: &str) -> Result<(), String> {
+        let Some(line) = self.hub.direct(id, to, text)? else { return Ok(()) };
+        match &self.cluster {
+            Some(c) => match c.nick_exists(to).await {
+                Ok(true) => {
+                    self.hub.publish(Event::Direct { to: to.to_string(), line });
+                    Ok(())
+                }
+                Ok(false) => Err(format!("! no such user: {to}")),
+                Err(_) => Err(format!("! no such user here: {to} (the cluster link is down)")),
+            },
+            None => Err(format!("! no such user: {to}")),
+        }
+    }
+
+    /// `/who`: everyone in the member's room, on every instance.
+    async fn who(&self, id: u64) -> (String, Vec<String>) {
+        if let Some(c) = &self.cluster
+            && let (Some(all), Some(room)) = (c.everyone().await, self.hub.room_of(id))
+        {
+            let mut nicks: Vec<String> = all.into_iter().filter(|(_, r)| *r == room).map(|(n, _)| n).collect();
+            // This instance's own view is fresher than its presence key.
+            for (n, r) in self.hub.members() {
+                if r == room && !nicks.contains(&n) {
+                    nicks.push(n);
+                }
+            }
+            nicks.sort();
+            return (room, nicks);
+        }
+        self.hub.who(id)
+    }
+
+    /// `/rooms`: every room and its head count, on every instance.
+    async fn rooms(&self) -> Vec<(String, usize)> {
+        if let Some(c) = &self.cluster
+            && let Some(mut all) = c.everyone().await
+        {
+            all.extend(self.hub.members());
+            let mut rooms: std::collections::BTreeMap<String, usize> = Default::default();
+            for room in all.into_values() {
+                *rooms.entry(room).or_default() += 1;
+            }
+            return rooms.into_iter().collect();
+        }
+        self.hub.rooms()
     }
 }
 

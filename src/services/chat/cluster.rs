@@ -1,0 +1,276 @@
+//! Scale-out on Redis: any number of chat instances, on one machine or many,
+//! act as one chat.
+//!
+//! - Room lines, notices and direct messages travel on one pub/sub channel,
+//!   [`CHANNEL`], as JSON; each instance delivers what others published.
+//! - A nick is claimed with `SET sockit:chat:nick:<nick> <instance> NX EX`,
+//!   so it is unique across instances; each instance also keeps
+//!   `sockit:chat:presence:<instance>` (its members and their rooms) for
+//!   `/who` and `/rooms`. Both expire after [`TTL`] unless refreshed, so a
+//!   crashed instance's users vanish within that time.
+//! - If Redis goes away, the instance keeps serving its own users, tells
+//!   them `* cluster link lost`, and reconnects with backoff; once back it
+//!   re-claims its nicks, and tells them `* cluster link restored`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::hub::{Event, Hub};
+
+/// The pub/sub channel every instance publishes to and listens on.
+pub const CHANNEL: &str = "sockit:chat:events";
+/// How long a nick or presence key lives without a refresh.
+pub const TTL: Duration = Duration::from_secs(30);
+/// How often keys are refreshed.
+const REFRESH: Duration = Duration::from_secs(10);
+const NICK_KEY: &str = "sockit:chat:nick:";
+const PRESENCE_KEY: &str = "sockit:chat:presence:";
+const GUEST_KEY: &str = "sockit:chat:guests";
+
+/// One instance's link to the others.
+pub struct Cluster {
+    id: String,
+    client: redis::Client,
+    con: std::sync::Mutex<Option<ConnectionManager>>,
+    up: AtomicBool,
+    presence_changed: Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("id", &self.id).field("up", &self.is_up()).finish()
+    }
+}
+
+fn redis_err(e: redis::RedisError) -> String {
+    e.to_string()
+}
+
+impl Cluster {
+    /// A link to the Redis at `url`; nothing connects until [`Cluster::run`].
+    pub fn new(url: &str) -> Result<Arc<Self>, String> {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("invalid --redis '{url}': {e} (write redis://HOST:PORT)"))?;
+        let id = format!("{}-{}", std::process::id(), rand_suffix());
+        Ok(Arc::new(Cluster {
+            id,
+            client,
+            con: Default::default(),
+            up: AtomicBool::new(false),
+            presence_changed: Notify::new(),
+        }))
+    }
+
+    /// Whether the link is up now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn con(&self) -> Option<ConnectionManager> {
+        if !self.is_up() {
+            return None;
+        }
+        self.con.lock().unwrap().clone()
+    }
+
+    /// A cluster-wide guest number, if the link is up.
+    pub async fn next_guest(&self) -> Option<u64> {
+        let mut con = self.con()?;
+        redis::cmd("INCR").arg(GUEST_KEY).query_async(&mut con).await.ok()
+    }
+
+    /// Claims `nick` for this instance: `Ok(false)` if another instance
+    /// holds it; `Err` if the link is down (the caller decides locally).
+    pub async fn claim(&self, nick: &str) -> Result<bool, String> {
+        let mut con = self.con().ok_or("cluster link down")?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{NICK_KEY}{nick}"))
+            .arg(&self.id)
+            .arg("NX")
+            .arg("EX")
+            .arg(TTL.as_secs())
+            .query_async(&mut con)
+            .await
+            .map_err(redis_err)?;
+        Ok(set.is_some())
+    }
+
+    /// Gives `nick` up.
+    pub async fn release(&self, nick: &str) {
+        if let Some(mut con) = self.con() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(format!("{NICK_KEY}{nick}")).query_async(&mut con).await;
+        }
+    }
+
+    /// Whether some instance holds `nick`.
+    pub async fn nick_exists(&self, nick: &str) -> Result<bool, String> {
+        let mut con = self.con().ok_or("cluster link down")?;
+        redis::cmd("EXISTS").arg(format!("{NICK_KEY}{nick}")).query_async(&mut con).await.map_err(redis_err)
+    }
+
+    /// Every member of every instance: nick → room (None if the link is down).
+    pub async fn everyone(&self) -> Option<BTreeMap<String, String>> {
+        let mut con = self.con()?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{PRESENCE_KEY}*")).query_async(&mut con).await.ok()?;
+        if keys.is_empty() {
+            return Some(BTreeMap::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.ok()?;
+        let mut all = BTreeMap::new();
+        for v in values.into_iter().flatten() {
+            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&v) {
+                all.extend(m.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))));
+            }
+        }
+        Some(all)
+    }
+
+    /// Runs the link until `stop`: publishes the hub's events, delivers the
+    /// others', keeps keys fresh, and reconnects with backoff.
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, mut outbox: mpsc::Receiver<Event>, stop: CancellationToken) {
+        let publisher = {
+            let me = self.clone();
+            async move {
+                while let Some(event) = outbox.recv().await {
+                    me.publish(event).await;
+                }
+            }
+        };
+        let refresher = {
+            let me = self.clone();
+            let hub = hub.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(REFRESH) => {}
+                        _ = me.presence_changed.notified() => {}
+                    }
+                    me.refresh(&hub, false).await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = publisher => {}
+            _ = refresher => {}
+            _ = self.clone().subscribe_forever(hub.clone()) => {}
+        }
+        // Leaving: give the nicks and presence up at once.
+        if let Some(mut con) = self.con() {
+            let mut keys: Vec<String> = hub.members().into_iter().map(|(n, _)| format!("{NICK_KEY}{n}")).collect();
+            keys.push(format!("{PRESENCE_KEY}{}", self.id));
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+        }
+    }
+
+    async fn publish(&self, event: Event) {
+        let payload = match &event {
+            Event::Room { room, line } => json!({"o": self.id, "room": room, "line": String::from_utf8_lossy(line)}),
+            Event::Direct { to, line } => json!({"o": self.id, "to": to, "line": String::from_utf8_lossy(line)}),
+            Event::Presence => {
+                self.presence_changed.notify_one();
+                return;
+            }
+        };
+        if let Some(mut con) = self.con() {
+            let r: Result<i64, _> =
+                redis::cmd("PUBLISH").arg(CHANNEL).arg(payload.to_string()).query_async(&mut con).await;
+            if let Err(e) = r {
+                debug!("publish failed: {e}");
+            }
+        }
+    }
+
+    /// Re-sets this instance's nicks and presence with a fresh expiry. After
+    /// an outage (`reclaim`), nicks are claimed again with NX.
+    async fn refresh(&self, hub: &Hub, reclaim: bool) {
+        let Some(mut con) = self.con() else { return };
+        let members = hub.members();
+        let mut pipe = redis::pipe();
+        for (nick, _) in &members {
+            let c = pipe.cmd("SET").arg(format!("{NICK_KEY}{nick}")).arg(&self.id);
+            if reclaim {
+                c.arg("NX");
+            }
+            c.arg("EX").arg(TTL.as_secs()).ignore();
+        }
+        let presence: serde_json::Map<String, Value> =
+            members.into_iter().map(|(n, r)| (n, Value::String(r))).collect();
+        pipe.cmd("SET")
+            .arg(format!("{PRESENCE_KEY}{}", self.id))
+            .arg(Value::Object(presence).to_string())
+            .arg("EX")
+            .arg(TTL.as_secs())
+            .ignore();
+        if let Err(e) = pipe.query_async::<()>(&mut con).await {
+            debug!("refresh failed: {e}");
+        }
+    }
+
+    async fn subscribe_forever(self: Arc<Self>, hub: Arc<Hub>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut ever_up = false;
+        loop {
+            match self.connect().await {
+                Ok(mut messages) => {
+                    self.up.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                    self.refresh(&hub, ever_up).await;
+                    if ever_up {
+                        info!("cluster link restored");
+                        hub.notice_all("* cluster link restored");
+                    } else {
+                        info!(instance = %self.id, "cluster link up");
+                    }
+                    ever_up = true;
+                    while let Some(msg) = messages.next().await {
+                        self.deliver(&hub, msg.get_payload_bytes());
+                    }
+                    self.up.store(false, Ordering::Relaxed);
+                    warn!("cluster link lost: serving local users only; reconnecting");
+                    hub.notice_all("* cluster link lost");
+                }
+                Err(e) => debug!("cluster connect failed: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn connect(&self) -> Result<redis::aio::PubSubStream, redis::RedisError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(CHANNEL).await?;
+        let con = self.client.get_connection_manager().await?;
+        *self.con.lock().unwrap() = Some(con);
+        Ok(pubsub.into_on_message())
+    }
+
+    fn deliver(&self, hub: &Hub, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+        if v["o"].as_str() == Some(self.id.as_str()) {
+            return;
+        }
+        let Some(line) = v["line"].as_str().map(|l| Bytes::from(l.to_string())) else { return };
+        if let Some(room) = v["room"].as_str() {
+            hub.deliver_room(room, line);
+        } else if let Some(to) = v["to"].as_str() {
+            hub.deliver_direct(to, line);
+        }
+    }
+}
+
+/// A few random hex digits to tell instances with the same pid apart.
+fn rand_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!("{:08x}", RandomState::new().hash_one(std::time::SystemTime::now()) as u32)
+}

@@ -1,0 +1,146 @@
+//! Chat scaled out on a real redis-server, started by the test on a free
+//! port: three instances act as one chat, and survive Redis going away.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+
+use crate::support::*;
+
+struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    nick: String,
+}
+
+impl Client {
+    fn join(addr: SocketAddr) -> Client {
+        let s = tcp(addr);
+        let mut c = Client { w: s.try_clone().unwrap(), r: BufReader::new(s), nick: String::new() };
+        let welcome = c.line();
+        assert!(welcome.starts_with("Welcome to sockit chat, guest-"), "{welcome}");
+        c.nick = welcome["Welcome to sockit chat, ".len()..].split('!').next().unwrap().to_string();
+        c
+    }
+    fn rename(&mut self, nick: &str) {
+        self.send(&format!("/nick {nick}"));
+        self.expect(&format!("* {} is now {nick}", self.nick));
+        self.nick = nick.to_string();
+    }
+    fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap_or_else(|e| panic!("read: {e}"));
+        assert!(!l.is_empty(), "the server closed the connection");
+        l.trim_end_matches('\n').to_string()
+    }
+    /// Reads lines until one equals `want` (bounded by the read timeout).
+    fn expect(&mut self, want: &str) {
+        let mut seen = vec![];
+        loop {
+            let l = self.line();
+            if l == want {
+                return;
+            }
+            seen.push(l);
+            assert!(seen.len() < 50, "never got {want:?}; got {seen:?}");
+        }
+    }
+}
+
+fn redis(port: u16) -> Proc {
+    need("redis-server");
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    let p = Proc::spawn(cmd, 0);
+    wait_tcp_listening(port);
+    p
+}
+
+fn instance(url: &str) -> (Proc, SocketAddr) {
+    let mut p = Proc::start(&["serve", "chat", "-v", "--listen", "127.0.0.1:0", "--redis", url], 1);
+    p.wait_stderr(|l| l.contains("cluster link up"));
+    let addr = p.addr("chat", "tcp://");
+    (p, addr)
+}
+
+#[test]
+fn three_instances_act_as_one_chat_and_survive_redis_restarts() {
+    let port = free_port();
+    let mut server = redis(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let (_i1, a1) = instance(&url);
+    let (_i2, a2) = instance(&url);
+    let (_i3, a3) = instance(&url);
+
+    let mut alice = Client::join(a1);
+    let mut friend = Client::join(a1);
+    let mut bob = Client::join(a2);
+    let mut carol = Client::join(a3);
+    let guests: std::collections::HashSet<&String> = [&alice.nick, &friend.nick, &bob.nick, &carol.nick].into();
+    assert_eq!(guests.len(), 4, "guest numbers are cluster-wide: {guests:?}");
+
+    // Nicks are unique across instances.
+    alice.rename("alice");
+    bob.send("/nick alice");
+    bob.expect("! nick alice is taken");
+    bob.rename("bob");
+    carol.rename("carol");
+
+    // A room line reaches every instance; a direct message finds its user.
+    alice.send("hello everyone");
+    for c in [&mut friend, &mut bob, &mut carol] {
+        c.expect("<alice> hello everyone");
+    }
+    carol.send("/msg bob psst");
+    bob.expect("<carol> (direct) psst");
+    carol.send("/msg nobody hi");
+    carol.expect("! no such user: nobody");
+
+    // /who sees everyone everywhere (presence is published as it changes).
+    let want = format!("* in lobby: alice, bob, carol, {}", friend.nick);
+    let mut tries = 0;
+    loop {
+        bob.send("/who");
+        let mut l = bob.line();
+        while !l.starts_with("* in ") {
+            l = bob.line();
+        }
+        if l == want {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "/who never showed everyone: {l}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Redis goes away: every instance says so and keeps serving locally.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    for c in [&mut alice, &mut friend, &mut bob, &mut carol] {
+        c.expect("* cluster link lost");
+    }
+    alice.send("local only");
+    friend.expect("<alice> local only");
+
+    // Redis comes back on the same port: the instances rejoin.
+    let _server = redis(port);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.expect("* cluster link restored");
+    }
+    alice.send("back again");
+    bob.expect("<alice> back again");
+    carol.expect("<alice> back again");
+    // Nicks were claimed again: still unique across instances.
+    carol.send("/nick alice");
+    carol.expect("! nick alice is taken");
+}
+
+#[test]
+fn a_bad_redis_url_is_a_usage_error() {
+    let out = run(&["serve", "chat", "--listen", "127.0.0.1:0", "--redis", "http://nope"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("invalid --redis"), "{}", text(&out.stderr));
+}
