@@ -24,8 +24,10 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// Arguments of `bench chat`.
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// The broker: HOST:PORT, unix:///path.
-    pub endpoint: Endpoint,
+    /// The broker: HOST:PORT, unix:///path; several instances of one chat
+    /// (scaled out) take the clients in turn.
+    #[arg(required = true, num_args = 1..)]
+    pub endpoints: Vec<Endpoint>,
     /// Clients in all.
     #[arg(short = 'c', long, default_value_t = 50)]
     pub clients: usize,
@@ -52,8 +54,8 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     let mut failed = 0u64;
-    for _ in 0..args.clients {
-        match args.endpoint.connect(Some(Duration::from_secs(5))).await {
+    for i in 0..args.clients {
+        match args.endpoints[i % args.endpoints.len()].connect(Some(Duration::from_secs(5))).await {
             Ok(s) => {
                 let (r, w) = tokio::io::split(s);
                 readers.push(r);
@@ -167,10 +169,14 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         "chat",
         format!(
             "bench chat {}  clients {}  senders {}  size {} B  {:.1}s",
-            args.endpoint, clients, args.senders, args.size, send_secs
+            names(&args.endpoints),
+            clients,
+            args.senders,
+            args.size,
+            send_secs
         ),
     );
-    r.field("endpoint", json!(args.endpoint.to_string()));
+    r.field("endpoint", json!(names(&args.endpoints)));
     r.field("clients", json!(clients));
     r.field("senders", json!(args.senders));
     r.field("size", json!(args.size));
@@ -186,4 +192,8 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     r.latency(&hist);
     r.row("failed", format!("{} connections", thousands(failed)), "failed_conns", json!(failed));
     Ok(r)
+}
+
+fn names(eps: &[Endpoint]) -> String {
+    eps.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" ")
 }

@@ -36,6 +36,8 @@ const REFRESH: Duration = Duration::from_secs(10);
 const NICK_KEY: &str = "sockit:chat:nick:";
 const PRESENCE_KEY: &str = "sockit:chat:presence:";
 const GUEST_KEY: &str = "sockit:chat:guests";
+/// Most events sent to Redis in one pipeline.
+const PUBLISH_BATCH: usize = 256;
 
 /// One instance's link to the others.
 pub struct Cluster {
@@ -141,8 +143,12 @@ impl Cluster {
         let publisher = {
             let me = self.clone();
             async move {
-                while let Some(event) = outbox.recv().await {
-                    me.publish(event).await;
+                // Everything queued goes out in one pipeline: one round
+                // trip per batch, not per line.
+                let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+                while outbox.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+                    me.publish(&batch).await;
+                    batch.clear();
                 }
             }
         };
@@ -173,21 +179,25 @@ impl Cluster {
         }
     }
 
-    async fn publish(&self, event: Event) {
-        let payload = match &event {
-            Event::Room { room, line } => json!({"o": self.id, "room": room, "line": String::from_utf8_lossy(line)}),
-            Event::Direct { to, line } => json!({"o": self.id, "to": to, "line": String::from_utf8_lossy(line)}),
-            Event::Presence => {
-                self.presence_changed.notify_one();
-                return;
-            }
-        };
-        if let Some(mut con) = self.con() {
-            let r: Result<i64, _> =
-                redis::cmd("PUBLISH").arg(CHANNEL).arg(payload.to_string()).query_async(&mut con).await;
-            if let Err(e) = r {
-                debug!("publish failed: {e}");
-            }
+    async fn publish(&self, events: &[Event]) {
+        let mut pipe = redis::pipe();
+        for event in events {
+            let payload = match event {
+                Event::Room { room, line } => {
+                    json!({"o": self.id, "room": room, "line": String::from_utf8_lossy(line)})
+                }
+                Event::Direct { to, line } => json!({"o": self.id, "to": to, "line": String::from_utf8_lossy(line)}),
+                Event::Presence => {
+                    self.presence_changed.notify_one();
+                    continue;
+                }
+            };
+            pipe.cmd("PUBLISH").arg(CHANNEL).arg(payload.to_string()).ignore();
+        }
+        if let Some(mut con) = self.con()
+            && let Err(e) = pipe.query_async::<()>(&mut con).await
+        {
+            debug!("publish failed: {e}");
         }
     }
 
