@@ -1,7 +1,5 @@
 //! The `sockit` binary: parse, run the command, map errors to exit codes.
 
-use std::io;
-
 use clap::Parser;
 use sockit::cli::Cli;
 use sockit::error::exit;
@@ -25,14 +23,10 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Prints the error with its causes and picks the exit code.
+/// Prints the error with its causes and picks the exit code. (A closed
+/// stdout, as in `sockit … | head`, is handled where stdout is written: a
+/// broken pipe on a socket is a real error and must not pass silently.)
 fn report(err: &anyhow::Error) -> i32 {
-    // A closed stdout (`sockit … | head`) is how pipelines end, not a failure.
-    let broken_pipe =
-        err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
-    if broken_pipe {
-        return exit::OK;
-    }
     eprintln!("sockit: {err:#}");
     err.chain().find_map(|c| c.downcast_ref::<sockit::Error>()).map_or(exit::FAILURE, |e| e.exit_code())
 }

@@ -7,48 +7,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-/// A line client of the chat.
-struct Client {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    nick: String,
-}
-
-impl Client {
-    fn join(addr: SocketAddr) -> Client {
-        let s = tcp(addr);
-        let mut c = Client { w: s.try_clone().unwrap(), r: BufReader::new(s), nick: String::new() };
-        let welcome = c.line();
-        assert!(welcome.starts_with("Welcome to sockit chat, guest-") && welcome.contains("/help"), "{welcome}");
-        c.nick = welcome["Welcome to sockit chat, ".len()..].split('!').next().unwrap().to_string();
-        c
-    }
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap_or_else(|e| panic!("read: {e}"));
-        assert!(!l.is_empty(), "the server closed the connection");
-        l.trim_end_matches('\n').to_string()
-    }
-    /// The next line that is not a join/leave notice.
-    fn next_said(&mut self) -> String {
-        loop {
-            let l = self.line();
-            if !(l.starts_with("* ") && (l.ends_with(" joined") || l.ends_with(" left"))) {
-                return l;
-            }
-        }
-    }
-    fn nick(&mut self, nick: &str) {
-        let old = self.nick.clone();
-        self.send(&format!("/nick {nick}"));
-        assert_eq!(self.next_said(), format!("* {old} is now {nick}"));
-        self.nick = nick.to_string();
-    }
-}
-
 fn chat(extra: &[&str]) -> (Proc, SocketAddr) {
     let mut args = vec!["serve", "chat", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
@@ -60,13 +18,13 @@ fn chat(extra: &[&str]) -> (Proc, SocketAddr) {
 #[test]
 fn two_users_chat_and_message_directly() {
     let (_p, addr) = chat(&[]);
-    let mut a = Client::join(addr);
-    let mut b = Client::join(addr);
+    let mut a = ChatClient::join(addr);
+    let mut b = ChatClient::join(addr);
     assert_eq!(a.line(), format!("* {} joined", b.nick));
     let (a_was, b_was) = (a.nick.clone(), b.nick.clone());
-    a.nick("alice");
+    a.rename("alice");
     assert_eq!(b.next_said(), format!("* {a_was} is now alice"));
-    b.nick("bob");
+    b.rename("bob");
     assert_eq!(a.next_said(), format!("* {b_was} is now bob"));
     a.send("hello bob");
     assert_eq!(b.next_said(), "<alice> hello bob");
@@ -89,9 +47,9 @@ fn two_users_chat_and_message_directly() {
 #[test]
 fn rooms_isolate() {
     let (_p, addr) = chat(&[]);
-    let mut a = Client::join(addr);
-    let mut c = Client::join(addr);
-    c.nick("carol");
+    let mut a = ChatClient::join(addr);
+    let mut c = ChatClient::join(addr);
+    c.rename("carol");
     a.next_said(); // carol's rename
     c.send("/join dev");
     assert_eq!(c.line(), "* carol joined");
@@ -106,9 +64,9 @@ fn rooms_isolate() {
 #[test]
 fn nick_clash_and_bad_input_are_refused_with_reasons() {
     let (_p, addr) = chat(&["--max-line", "64"]);
-    let mut a = Client::join(addr);
-    let mut b = Client::join(addr);
-    a.nick("alice");
+    let mut a = ChatClient::join(addr);
+    let mut b = ChatClient::join(addr);
+    a.rename("alice");
     b.next_said();
     b.send("/nick alice");
     assert_eq!(b.next_said(), "! nick alice is taken");
@@ -137,7 +95,7 @@ fn nick_clash_and_bad_input_are_refused_with_reasons() {
 #[test]
 fn rate_limit() {
     let (_p, addr) = chat(&["--rate", "2/s"]);
-    let mut a = Client::join(addr);
+    let mut a = ChatClient::join(addr);
     for i in 0..5 {
         a.send(&format!("line {i}"));
     }
@@ -149,9 +107,9 @@ fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
     const LINES: usize = 20_000;
     const STEP: usize = 100;
     let (mut p, addr) = chat(&["--max-queue", "256"]);
-    let mut sender = Client::join(addr);
-    let slow = Client::join(addr); // never reads
-    let mut fast = Client::join(addr);
+    let mut sender = ChatClient::join(addr);
+    let slow = ChatClient::join(addr); // never reads
+    let mut fast = ChatClient::join(addr);
     let (progress, seen) = std::sync::mpsc::channel();
     let fast_reader = std::thread::spawn(move || {
         for got in 1..=LINES {
@@ -181,7 +139,7 @@ fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
 #[test]
 fn shutdown_tells_every_client() {
     let (mut p, addr) = chat(&[]);
-    let mut a = Client::join(addr);
+    let mut a = ChatClient::join(addr);
     p.signal("TERM");
     assert_eq!(a.next_said(), "* server shutting down");
     assert_eq!(p.wait_exit().code(), Some(0));

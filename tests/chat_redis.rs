@@ -1,54 +1,10 @@
 //! Chat scaled out on a real redis-server, started by the test on a free
 //! port: three instances act as one chat, and survive Redis going away.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 
 use crate::support::*;
-
-struct Client {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    nick: String,
-}
-
-impl Client {
-    fn join(addr: SocketAddr) -> Client {
-        let s = tcp(addr);
-        let mut c = Client { w: s.try_clone().unwrap(), r: BufReader::new(s), nick: String::new() };
-        let welcome = c.line();
-        assert!(welcome.starts_with("Welcome to sockit chat, guest-"), "{welcome}");
-        c.nick = welcome["Welcome to sockit chat, ".len()..].split('!').next().unwrap().to_string();
-        c
-    }
-    fn rename(&mut self, nick: &str) {
-        self.send(&format!("/nick {nick}"));
-        self.expect(&format!("* {} is now {nick}", self.nick));
-        self.nick = nick.to_string();
-    }
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap_or_else(|e| panic!("read: {e}"));
-        assert!(!l.is_empty(), "the server closed the connection");
-        l.trim_end_matches('\n').to_string()
-    }
-    /// Reads lines until one equals `want` (bounded by the read timeout).
-    fn expect(&mut self, want: &str) {
-        let mut seen = vec![];
-        loop {
-            let l = self.line();
-            if l == want {
-                return;
-            }
-            seen.push(l);
-            assert!(seen.len() < 50, "never got {want:?}; got {seen:?}");
-        }
-    }
-}
 
 fn redis(port: u16) -> Proc {
     need("redis-server");
@@ -75,10 +31,10 @@ fn three_instances_act_as_one_chat_and_survive_redis_restarts() {
     let (_i2, a2) = instance(&url);
     let (_i3, a3) = instance(&url);
 
-    let mut alice = Client::join(a1);
-    let mut friend = Client::join(a1);
-    let mut bob = Client::join(a2);
-    let mut carol = Client::join(a3);
+    let mut alice = ChatClient::join(a1);
+    let mut friend = ChatClient::join(a1);
+    let mut bob = ChatClient::join(a2);
+    let mut carol = ChatClient::join(a3);
     let guests: std::collections::HashSet<&String> = [&alice.nick, &friend.nick, &bob.nick, &carol.nick].into();
     assert_eq!(guests.len(), 4, "guest numbers are cluster-wide: {guests:?}");
 

@@ -23,15 +23,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Relay(args) => relay::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
-            Ok(0)
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);
+            print_stdout(&out)
         }
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            std::io::stdout().write_all(&out)?;
-            Ok(0)
+            print_stdout(&out)
         }
+    }
+}
+
+/// Writes a command's output to stdout. A closed stdout (`sockit … | head`)
+/// is how pipelines end, not a failure.
+pub fn print_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
 }
 

@@ -124,28 +124,24 @@ impl Proc {
 
     /// Reads stdout until `want` bytes have come (bounded).
     pub fn read_stdout(&mut self, want: usize) -> Vec<u8> {
-        let deadline = Instant::now() + WAIT;
-        let mut got = Vec::new();
-        while got.len() < want {
-            match self.stdout_rx.as_ref().unwrap().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(chunk) => got.extend(chunk),
-                Err(_) => self.fail(&format!("stdout gave {:?}, wanted {want} bytes", String::from_utf8_lossy(&got))),
-            }
-        }
-        got
+        self.read_stdout_while(&format!("{want} bytes"), |got| got.len() < want)
     }
 
     /// Reads stdout until it contains `needle` (bounded).
     pub fn read_stdout_until(&mut self, needle: &str) -> String {
+        text(&self.read_stdout_while(&format!("{needle:?}"), |got| !text(got).contains(needle)))
+    }
+
+    fn read_stdout_while(&mut self, what: &str, more: impl Fn(&[u8]) -> bool) -> Vec<u8> {
         let deadline = Instant::now() + WAIT;
         let mut got = Vec::new();
-        while !String::from_utf8_lossy(&got).contains(needle) {
+        while more(&got) {
             match self.stdout_rx.as_ref().unwrap().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(chunk) => got.extend(chunk),
-                Err(_) => self.fail(&format!("stdout gave {:?}, wanted {needle:?}", String::from_utf8_lossy(&got))),
+                Err(_) => self.fail(&format!("stdout gave {:?}, wanted {what}", text(&got))),
             }
         }
-        String::from_utf8_lossy(&got).into_owned()
+        got
     }
 
     /// Sends a signal to the process.
@@ -345,4 +341,65 @@ pub fn json_events(stderr: &str) -> Vec<HashMap<String, String>> {
             m
         })
         .collect()
+}
+
+/// A line client of the chat service.
+pub struct ChatClient {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+    pub nick: String,
+}
+
+impl ChatClient {
+    /// Connects and reads the welcome line, which names the guest nick.
+    pub fn join(addr: SocketAddr) -> ChatClient {
+        let s = tcp(addr);
+        let mut c = ChatClient { w: s.try_clone().unwrap(), r: BufReader::new(s), nick: String::new() };
+        let welcome = c.line();
+        assert!(welcome.starts_with("Welcome to sockit chat, guest-") && welcome.contains("/help"), "{welcome}");
+        c.nick = welcome["Welcome to sockit chat, ".len()..].split('!').next().unwrap().to_string();
+        c
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line (bounded by the read timeout); panics at EOF.
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap_or_else(|e| panic!("read: {e}"));
+        assert!(!l.is_empty(), "the server closed the connection");
+        l.trim_end_matches('\n').to_string()
+    }
+
+    /// The next line that is not a join/leave notice.
+    pub fn next_said(&mut self) -> String {
+        loop {
+            let l = self.line();
+            if !(l.starts_with("* ") && (l.ends_with(" joined") || l.ends_with(" left"))) {
+                return l;
+            }
+        }
+    }
+
+    /// Reads lines until one equals `want`.
+    pub fn expect(&mut self, want: &str) {
+        let mut seen = vec![];
+        loop {
+            let l = self.line();
+            if l == want {
+                return;
+            }
+            seen.push(l);
+            assert!(seen.len() < 50, "never got {want:?}; got {seen:?}");
+        }
+    }
+
+    /// `/nick NICK`, and its confirmation.
+    pub fn rename(&mut self, nick: &str) {
+        self.send(&format!("/nick {nick}"));
+        self.expect(&format!("* {} is now {nick}", self.nick));
+        self.nick = nick.to_string();
+    }
 }

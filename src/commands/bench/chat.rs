@@ -51,26 +51,25 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         "need 2+ clients and 1..=clients senders"
     );
     let epoch = Instant::now();
-    let mut readers = Vec::new();
-    let mut writers = Vec::new();
-    let mut failed = 0u64;
-    for i in 0..args.clients {
-        match args.endpoints[i % args.endpoints.len()].connect(Some(Duration::from_secs(5))).await {
-            Ok(s) => {
-                let (r, w) = tokio::io::split(s);
-                readers.push(r);
-                writers.push(w);
-            }
-            Err(_) => failed += 1,
-        }
-    }
-    anyhow::ensure!(writers.len() >= 2, "only {} of {} clients could connect", writers.len(), args.clients);
-    let clients = writers.len();
     let synced = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let stop_reading = tokio_util::sync::CancellationToken::new();
     let mut read_tasks = tokio::task::JoinSet::new();
-    for (i, r) in readers.into_iter().enumerate() {
+    let mut writers = Vec::new();
+    let mut failed = 0u64;
+    // Each client reads from the moment it connects: a broker announces
+    // every join to everyone, and a client not yet read would fall behind.
+    for i in 0..args.clients {
+        let s = match args.endpoints[i % args.endpoints.len()].connect(Some(Duration::from_secs(5))).await {
+            Ok(s) => s,
+            Err(_) => {
+                failed += 1;
+                continue;
+            }
+        };
+        let (r, w) = tokio::io::split(s);
+        let first = writers.is_empty();
+        writers.push(w);
         let (synced, delivered, stop) = (synced.clone(), delivered.clone(), stop_reading.clone());
         read_tasks.spawn(async move {
             let mut hist = histogram();
@@ -88,7 +87,7 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
                         let _ = hist.record(now.saturating_sub(ns).max(1));
                         delivered.fetch_add(1, Ordering::Relaxed);
                     }
-                } else if !seen_sync && i != 0 && line.contains(SYNC) {
+                } else if !seen_sync && !first && line.contains(SYNC) {
                     seen_sync = true;
                     synced.fetch_add(1, Ordering::Relaxed);
                 }
@@ -96,11 +95,15 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
             hist
         });
     }
+    anyhow::ensure!(writers.len() >= 2, "only {} of {} clients could connect", writers.len(), args.clients);
+    let clients = writers.len();
     // Wait until every other client is known to the broker: client 0 sends
     // sync lines until all of them have seen one.
     let sync_deadline = Instant::now() + Duration::from_secs(10);
     while synced.load(Ordering::Relaxed) < clients - 1 && Instant::now() < sync_deadline {
-        writers[0].write_all(format!("{SYNC}\n").as_bytes()).await?;
+        if writers[0].write_all(format!("{SYNC}\n").as_bytes()).await.is_err() {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if synced.load(Ordering::Relaxed) < clients - 1 {

@@ -8,7 +8,7 @@ mod conns;
 mod echo;
 mod stream;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,13 +67,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         Mode::Chat(a) => chat::run(a).await?,
         Mode::Conns(a) => conns::run(a).await?,
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", report.json())?;
-    } else {
-        write!(out, "{}", report.table())?;
-    }
-    Ok(0)
+    let text = if args.json { format!("{}\n", report.json()) } else { report.table() };
+    super::print_stdout(text.as_bytes())
 }
 
 /// A benchmark's result: a title, then labelled rows; each row also has a
