@@ -25,8 +25,9 @@ const PIPE_SIZE: usize = 1024 * 1024;
 /// Reads of this much or more switch a direction to splice; smaller ones
 /// switch it back to copying.
 pub const SMALL: usize = 16 * 1024;
-/// The per-thread scratch buffer of [`copy_ready`].
-const SCRATCH: usize = 64 * 1024;
+/// The size of [`copy_ready`]'s per-thread scratch buffer: the most one
+/// call moves.
+pub const SCRATCH: usize = 64 * 1024;
 /// Buffer per direction for [`Copy::Buffered`].
 const COPY_BUF: usize = 256 * 1024;
 
