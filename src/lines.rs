@@ -193,6 +193,12 @@ impl Lines {
         }
     }
 
+    /// The next message if it is already buffered, without reading: lets a
+    /// caller handle a burst of lines together.
+    pub fn next_buffered(&mut self) -> Option<Bytes> {
+        self.frames.next_message(true).ok().flatten()
+    }
+
     /// Reads everything that is ready (after waiting for the first byte), so
     /// that a message without a newline is known to be complete.
     async fn fill(&mut self) -> io::Result<()> {

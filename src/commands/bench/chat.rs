@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
 
 use super::{Progress, Report, histogram, thousands};
@@ -73,23 +73,34 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         let (synced, delivered, stop) = (synced.clone(), delivered.clone(), stop_reading.clone());
         read_tasks.spawn(async move {
             let mut hist = histogram();
-            let mut lines = BufReader::new(r).lines();
+            let mut r = r;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut have = 0;
             let mut seen_sync = false;
             loop {
-                let line = tokio::select! {
-                    l = lines.next_line() => match l { Ok(Some(l)) => l, _ => break },
+                let n = tokio::select! {
+                    n = r.read(&mut buf[have..]) => match n { Ok(n) if n > 0 => n, _ => break },
                     _ = stop.cancelled() => break,
                 };
-                if let Some(at) = line.find(MARK) {
-                    let mut f = line[at + MARK.len()..].split(':');
-                    if let Some(ns) = f.nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                have += n;
+                // Whole lines, scanned as bytes: no allocation per line.
+                let mut start = 0;
+                while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+                    let line = &buf[start..start + nl];
+                    start += nl + 1;
+                    if let Some(ns) = sent_at(line) {
                         let now = epoch.elapsed().as_nanos() as u64;
                         let _ = hist.record(now.saturating_sub(ns).max(1));
                         delivered.fetch_add(1, Ordering::Relaxed);
+                    } else if !seen_sync && !first && find(line, SYNC.as_bytes()).is_some() {
+                        seen_sync = true;
+                        synced.fetch_add(1, Ordering::Relaxed);
                     }
-                } else if !seen_sync && !first && line.contains(SYNC) {
-                    seen_sync = true;
-                    synced.fetch_add(1, Ordering::Relaxed);
+                }
+                buf.copy_within(start..have, 0);
+                have -= start;
+                if have == buf.len() {
+                    have = 0; // a line longer than the buffer: not ours
                 }
             }
             hist
@@ -199,4 +210,29 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
 
 fn names(eps: &[Endpoint]) -> String {
     eps.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+/// The send time in a bench line (`…bench:<sender>:<ns>:<seq>:…`).
+fn sent_at(line: &[u8]) -> Option<u64> {
+    let at = find(line, MARK.as_bytes())? + MARK.len();
+    let mut fields = line[at..].split(|&b| b == b':');
+    fields.next()?;
+    std::str::from_utf8(fields.next()?).ok()?.parse().ok()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_send_time_anywhere_in_a_line() {
+        assert_eq!(sent_at(b"bench:3:12345:7:xxxx"), Some(12345));
+        assert_eq!(sent_at(b"<guest-4> bench:0:99:1:"), Some(99));
+        assert_eq!(sent_at(b"* guest-4 joined"), None);
+        assert_eq!(sent_at(b"bench:1"), None);
+    }
 }

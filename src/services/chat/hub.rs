@@ -191,14 +191,19 @@ impl Hub {
         self.publish(Event::Presence);
     }
 
-    /// Sends `text` from member `id` to the others in its room, as
-    /// `<nick> text`.
-    pub fn say(&self, id: u64, text: &str) {
+    /// Sends each of `texts` from member `id` to the others in its room, as
+    /// `<nick> text` lines — in one post, so a burst costs the room one
+    /// queue slot, not one per line.
+    pub fn say(&self, id: u64, texts: &[String]) {
         let st = self.state.lock().unwrap();
         if let Some(m) = st.members.get(&id)
             && let Some(room) = st.rooms.get(&m.room)
         {
-            let line = line(&format!("<{}> {text}", m.nick));
+            let mut lines = Vec::with_capacity(texts.iter().map(|t| t.len() + m.nick.len() + 4).sum());
+            for t in texts {
+                lines.extend_from_slice(format!("<{}> {t}\n", m.nick).as_bytes());
+            }
+            let line = Bytes::from(lines);
             let _ = room.tx.send(Post { from: id, line: line.clone() });
             self.publish(Event::Room { room: m.room.clone(), line });
         }

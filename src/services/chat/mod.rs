@@ -35,6 +35,8 @@ pub const DEFAULT_QUEUE: usize = 1024;
 const BATCH: usize = 64 * 1024;
 /// How long a goodbye line may take to write to a client.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most plain lines from one client's burst sent to the room as one post.
+const MAX_BURST: usize = 256;
 /// How often a client stuck in a write is checked for falling behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
 
@@ -177,8 +179,19 @@ impl Chat {
                 }
                 line = lines.next() => {
                     let Some(line) = line? else { return Ok(()) };
-                    if !self.command(&line, lines, inbox, &mut rate).await? {
-                        return Ok(());
+                    // Handle the whole burst that is already buffered; plain
+                    // lines go to the room together.
+                    let mut said = Vec::new();
+                    let mut next = Some(line);
+                    while let Some(line) = next {
+                        if !self.command(&line, lines, inbox, &mut rate, &mut said).await? {
+                            self.hub.say(inbox.id, &said);
+                            return Ok(());
+                        }
+                        next = if said.len() < MAX_BURST { lines.next_buffered() } else { None };
+                    }
+                    if !said.is_empty() {
+                        self.hub.say(inbox.id, &said);
                     }
                 }
             }
@@ -207,13 +220,16 @@ impl Chat {
         Ok(Ok(()))
     }
 
-    /// Handles one line from the client; false ends the session.
+    /// Handles one line from the client; false ends the session. A plain
+    /// line is added to `said` (sent by the caller with the rest of its
+    /// burst); before any command, what was said is sent, to keep order.
     async fn command(
         &self,
         line: &[u8],
         lines: &mut Lines,
         inbox: &mut Inbox,
         rate: &mut Option<RateLimit>,
+        said: &mut Vec<String>,
     ) -> io::Result<bool> {
         let text = String::from_utf8_lossy(line);
         let cmd = parse(&text);
@@ -226,12 +242,17 @@ impl Chat {
             lines.send(msg.as_bytes()).await?;
             return Ok(true);
         }
-        let reply: Vec<String> = match cmd {
-            Command::Say("") => vec![],
-            Command::Say(t) => {
-                self.hub.say(inbox.id, t);
-                vec![]
+        if let Command::Say(t) = cmd {
+            if !t.is_empty() {
+                said.push(t.to_string());
             }
+            return Ok(true);
+        }
+        if !said.is_empty() {
+            self.hub.say(inbox.id, &std::mem::take(said));
+        }
+        let reply: Vec<String> = match cmd {
+            Command::Say(_) => vec![], // handled above
             Command::Nick(n) if !valid_name(n) => {
                 vec![format!("! invalid nick {n}: use letters, digits, - and _, at most 32")]
             }
