@@ -130,9 +130,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub raw: bool,
 
-    /// Chat: how many lines a client may fall behind before it is
-    /// disconnected (a slow reader never slows anyone else).
-    #[arg(long, value_name = "LINES", default_value_t = chat::DEFAULT_QUEUE)]
+    /// Chat: how many posts (a line, or one client's burst of lines, at
+    /// most 16 KiB) a client may fall behind before it is disconnected; a
+    /// slow reader never slows anyone else.
+    #[arg(long, value_name = "POSTS", default_value_t = chat::DEFAULT_QUEUE)]
     pub max_queue: usize,
 
     /// Chat: make every `sockit serve chat` on this Redis one chat (rooms,

@@ -193,7 +193,7 @@ impl Hub {
 
     /// Sends each of `texts` from member `id` to the others in its room, as
     /// `<nick> text` lines — in one post, so a burst costs the room one
-    /// queue slot, not one per line.
+    /// queue slot, not one per line (the caller bounds the burst).
     pub fn say(&self, id: u64, texts: &[String]) {
         let st = self.state.lock().unwrap();
         if let Some(m) = st.members.get(&id)

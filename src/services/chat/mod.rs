@@ -29,14 +29,17 @@ use crate::{Conn, Lines, Service};
 
 /// Default `--max-line` for chat: 4 KiB.
 pub const DEFAULT_MAX_LINE: usize = 4 * 1024;
-/// Default `--max-queue`: how many lines a client may fall behind.
+/// Default `--max-queue`: how many posts (a line, or a burst of one
+/// client's lines of at most [`MAX_BURST`] bytes) a client may fall behind.
 pub const DEFAULT_QUEUE: usize = 1024;
 /// Most bytes gathered into one write to a client.
 const BATCH: usize = 64 * 1024;
 /// How long a goodbye line may take to write to a client.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Most plain lines from one client's burst sent to the room as one post.
-const MAX_BURST: usize = 256;
+/// A client's buffered plain lines go to the room as one post until they
+/// reach this many bytes: a post costs one queue slot whatever it holds, so
+/// this bounds a room's queue at `--max-queue` × 16 KiB (plus one line).
+pub const MAX_BURST: usize = 16 * 1024;
 /// How often a client stuck in a write is checked for falling behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
 
@@ -188,7 +191,8 @@ impl Chat {
                             self.hub.say(inbox.id, &said);
                             return Ok(());
                         }
-                        next = if said.len() < MAX_BURST { lines.next_buffered() } else { None };
+                        let bytes: usize = said.iter().map(|t| t.len()).sum();
+                        next = if bytes < MAX_BURST { lines.next_buffered() } else { None };
                     }
                     if !said.is_empty() {
                         self.hub.say(inbox.id, &said);
@@ -379,9 +383,9 @@ fn gather(out: &mut BytesMut, post: &Post, me: u64) {
 
 /// Disconnects a client that fell too far behind, telling it why.
 async fn kick(lines: &mut Lines, missed: u64) -> io::Result<()> {
-    let why = format!("! disconnected: too slow to read, {missed} lines behind (the queue holds --max-queue lines)");
+    let why = format!("! disconnected: too slow to read, {missed} posts behind (the queue holds --max-queue posts)");
     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, lines.send(why.as_bytes())).await;
-    Err(io::Error::other(format!("too slow to read: {missed} lines behind")))
+    Err(io::Error::other(format!("too slow to read: {missed} posts behind")))
 }
 
 /// `chat --raw`: bytes from any client go verbatim to all the others, like
