@@ -109,7 +109,7 @@ pub fn line(text: &str) -> Bytes {
 }
 
 impl Hub {
-    /// A hub whose members may fall `queue` lines behind.
+    /// A hub whose members may fall `queue` posts behind.
     pub fn new(queue: usize) -> Self {
         Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1), outbox: None }
     }

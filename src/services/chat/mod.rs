@@ -187,8 +187,8 @@ impl Chat {
                     let mut said = Vec::new();
                     let mut next = Some(line);
                     while let Some(line) = next {
+                        // A command (here /quit) first sends what was said.
                         if !self.command(&line, lines, inbox, &mut rate, &mut said).await? {
-                            self.hub.say(inbox.id, &said);
                             return Ok(());
                         }
                         let bytes: usize = said.iter().map(|t| t.len()).sum();
@@ -204,7 +204,7 @@ impl Chat {
 
     /// Writes `out` to the client; while the client is not reading, checks
     /// every [`LAG_CHECK`] how far behind its room it has fallen, and gives
-    /// up (`Err(lines behind)`) past the queue's bound — a client stuck in a
+    /// up (`Err(posts behind)`) past the queue's bound — a client stuck in a
     /// write would otherwise never see its receiver lag.
     async fn write_watching(&self, lines: &mut Lines, out: &[u8], inbox: &Inbox) -> io::Result<Result<(), u64>> {
         let mut off = 0;
