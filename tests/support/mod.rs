@@ -41,13 +41,7 @@ impl Proc {
     }
 
     pub fn spawn(mut cmd: Command, n: usize) -> Proc {
-        let cmdline = format!("{cmd:?}");
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
+        let (mut child, cmdline) = spawn_piped(&mut cmd);
         let (tx, stderr_rx) = channel();
         let stderr_log = Arc::new(Mutex::new(Vec::new()));
         let log = stderr_log.clone();
@@ -189,15 +183,22 @@ pub fn run(args: &[&str], input: &[u8]) -> Output {
     run_cmd(cmd, input)
 }
 
-/// Runs a command with `input` on stdin to its end, killing it after [`WAIT`].
-pub fn run_cmd(mut cmd: Command, input: &[u8]) -> Output {
+/// Starts `cmd` with all three stdio streams piped; returns it and its
+/// command line, for failure messages.
+fn spawn_piped(cmd: &mut Command) -> (Child, String) {
     let cmdline = format!("{cmd:?}");
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
+    (child, cmdline)
+}
+
+/// Runs a command with `input` on stdin to its end, killing it after [`WAIT`].
+pub fn run_cmd(mut cmd: Command, input: &[u8]) -> Output {
+    let (mut child, _) = spawn_piped(&mut cmd);
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
