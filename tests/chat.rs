@@ -102,31 +102,54 @@ fn rate_limit() {
     assert_eq!(a.next_said(), "! slow down: at most 2 lines per second");
 }
 
-#[test]
-fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
+/// One sender, one reader that never reads, one that reads everything: the
+/// slow one is cut off (the server logs why), the fast one misses nothing.
+fn slow_reader_is_cut_off(extra: &[&str]) {
     const LINES: usize = 20_000;
     const STEP: usize = 100;
-    let (mut p, addr) = chat(&["--max-queue", "256"]);
-    let mut sender = ChatClient::join(addr);
-    let slow = ChatClient::join(addr); // never reads
-    let mut fast = ChatClient::join(addr);
+    let (mut p, addr) = chat(extra);
+    let mut sender = tcp(addr);
+    let slow = tcp(addr); // never reads
+    let fast = tcp(addr);
     let (progress, seen) = std::sync::mpsc::channel();
+    let (ready, registered) = std::sync::mpsc::channel();
     let fast_reader = std::thread::spawn(move || {
-        for got in 1..=LINES {
-            while !fast.line().contains("> payload ") {}
-            if got % STEP == 0 {
-                let _ = progress.send(got);
+        let mut r = BufReader::new(fast);
+        let mut l = String::new();
+        while !l.contains("sync") {
+            l.clear();
+            assert!(r.read_line(&mut l).unwrap() > 0, "the fast reader was disconnected");
+        }
+        let _ = ready.send(());
+        let mut got = 0;
+        while got < LINES {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "the fast reader was disconnected");
+            if l.contains("payload ") {
+                got += 1;
+                if got % STEP == 0 {
+                    let _ = progress.send(got);
+                }
             }
         }
     });
+    // The broker registers a client some time after it connects: the fast
+    // reader (connected last) has been registered once it hears the sender.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        sender.write_all(b"sync\n").unwrap();
+        if registered.recv_timeout(std::time::Duration::from_millis(50)).is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fast reader never heard the sender");
+    }
     // 20 MB for a reader that never reads: more than its socket buffers and
     // its queue hold. The sender keeps pace with the fast reader, so only
     // the slow one falls behind.
     let pad = "p".repeat(1000);
     for batch in 0..LINES / STEP {
-        for i in 0..STEP {
-            sender.send(&format!("payload {} {pad}", batch * STEP + i));
-        }
+        let burst: String = (0..STEP).map(|i| format!("payload {} {pad}\n", batch * STEP + i)).collect();
+        sender.write_all(burst.as_bytes()).unwrap();
         let got = seen.recv_timeout(WAIT).unwrap_or_else(|_| p.fail("the fast reader stalled"));
         assert_eq!(got, (batch + 1) * STEP);
     }
@@ -134,6 +157,16 @@ fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
     let cut = p.wait_stderr(|l| l.contains("too slow to read"));
     assert!(cut.contains("closed with error"), "{cut}");
     drop(slow);
+}
+
+#[test]
+fn a_slow_reader_is_cut_off_and_a_fast_one_gets_everything() {
+    slow_reader_is_cut_off(&["--max-queue", "256"]);
+}
+
+#[test]
+fn raw_mode_cuts_off_a_slow_reader_too() {
+    slow_reader_is_cut_off(&["--raw", "--max-queue", "32"]);
 }
 
 #[test]

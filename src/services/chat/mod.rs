@@ -154,22 +154,13 @@ impl Chat {
                     return Ok(());
                 }
                 post = inbox.room.recv() => {
-                    let post = match post {
-                        Ok(p) => p,
-                        Err(RecvError::Lagged(n)) => return kick(lines, n).await,
-                        Err(RecvError::Closed) => return Ok(()),
-                    };
-                    // Gather what else is ready into one write.
-                    gather(&mut out, &post, inbox.id);
-                    while out.len() < BATCH {
-                        match inbox.room.try_recv() {
-                            Ok(p) => gather(&mut out, &p, inbox.id),
-                            Err(TryRecvError::Lagged(n)) => return kick(lines, n).await,
-                            Err(_) => break,
-                        }
+                    match gather_ready(post, &mut inbox.room, inbox.id, &mut out) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(missed) => return kick(lines, missed).await,
                     }
                     if !out.is_empty() {
-                        if let Err(missed) = self.write_watching(lines, &out, inbox).await? {
+                        if let Err(missed) = write_watching(lines.conn(), &out, &inbox.room, self.queue).await? {
                             return kick(lines, missed).await;
                         }
                         out = BytesMut::new();
@@ -200,28 +191,6 @@ impl Chat {
                 }
             }
         }
-    }
-
-    /// Writes `out` to the client; while the client is not reading, checks
-    /// every [`LAG_CHECK`] how far behind its room it has fallen, and gives
-    /// up (`Err(posts behind)`) past the queue's bound — a client stuck in a
-    /// write would otherwise never see its receiver lag.
-    async fn write_watching(&self, lines: &mut Lines, out: &[u8], inbox: &Inbox) -> io::Result<Result<(), u64>> {
-        let mut off = 0;
-        while off < out.len() {
-            tokio::select! {
-                biased;
-                // `write` is cancel-safe: nothing is written unless it completes.
-                n = lines.conn().write(&out[off..]) => off += n?,
-                _ = tokio::time::sleep(LAG_CHECK) => {
-                    let behind = inbox.room.len();
-                    if behind >= self.queue {
-                        return Ok(Err(behind as u64));
-                    }
-                }
-            }
-        }
-        Ok(Ok(()))
     }
 
     /// Handles one line from the client; false ends the session. A plain
@@ -375,6 +344,56 @@ impl Chat {
     }
 }
 
+/// Adds `first` and every post ready now (up to [`BATCH`] bytes) to `out`,
+/// skipping the member's own: one write for many posts. `Ok(false)` when the
+/// room is gone; `Err(n)` when the member fell `n` posts behind.
+fn gather_ready(
+    first: Result<Post, RecvError>,
+    rx: &mut broadcast::Receiver<Post>,
+    me: u64,
+    out: &mut BytesMut,
+) -> Result<bool, u64> {
+    match first {
+        Ok(p) => gather(out, &p, me),
+        Err(RecvError::Lagged(n)) => return Err(n),
+        Err(RecvError::Closed) => return Ok(false),
+    }
+    while out.len() < BATCH {
+        match rx.try_recv() {
+            Ok(p) => gather(out, &p, me),
+            Err(TryRecvError::Lagged(n)) => return Err(n),
+            Err(_) => break,
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `out` to the client; while the client is not reading, checks
+/// every [`LAG_CHECK`] how far behind its room it has fallen, and gives up
+/// (`Err(posts behind)`) past `queue` — a client stuck in a write would
+/// otherwise never see its receiver lag.
+async fn write_watching(
+    conn: &mut Conn,
+    out: &[u8],
+    rx: &broadcast::Receiver<Post>,
+    queue: usize,
+) -> io::Result<Result<(), u64>> {
+    let mut off = 0;
+    while off < out.len() {
+        tokio::select! {
+            biased;
+            // `write` is cancel-safe: nothing is written unless it completes.
+            n = conn.write(&out[off..]) => off += n?,
+            _ = tokio::time::sleep(LAG_CHECK) => {
+                if rx.len() >= queue {
+                    return Ok(Err(rx.len() as u64));
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
 fn gather(out: &mut BytesMut, post: &Post, me: u64) {
     if post.from != me {
         out.extend_from_slice(&post.line);
@@ -395,12 +414,13 @@ async fn kick(lines: &mut Lines, missed: u64) -> io::Result<()> {
 pub struct RawBroker {
     tx: broadcast::Sender<Post>,
     next_id: AtomicU64,
+    queue: usize,
 }
 
 impl RawBroker {
     /// A broker whose clients may fall `queue` chunks behind.
     pub fn new(queue: usize) -> Self {
-        RawBroker { tx: broadcast::channel(queue.max(1)).0, next_id: AtomicU64::new(1) }
+        RawBroker { tx: broadcast::channel(queue.max(1)).0, next_id: AtomicU64::new(1), queue: queue.max(1) }
     }
 }
 
@@ -416,22 +436,16 @@ impl Service for RawBroker {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
                 post = rx.recv() => {
-                    match post {
-                        Ok(p) => gather(&mut out, &p, id),
-                        Err(RecvError::Lagged(n)) => return Err(io::Error::other(format!("too slow to read: {n} chunks behind"))),
-                        Err(RecvError::Closed) => return Ok(()),
+                    let behind = match gather_ready(post, &mut rx, id, &mut out) {
+                        Ok(true) if out.is_empty() => continue,
+                        Ok(true) => write_watching(&mut conn, &out, &rx, self.queue).await?.err(),
+                        Ok(false) => return Ok(()),
+                        Err(n) => Some(n),
+                    };
+                    if let Some(n) = behind {
+                        return Err(io::Error::other(format!("too slow to read: {n} chunks behind")));
                     }
-                    while out.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(p) => gather(&mut out, &p, id),
-                            Err(TryRecvError::Lagged(n)) => return Err(io::Error::other(format!("too slow to read: {n} chunks behind"))),
-                            Err(_) => break,
-                        }
-                    }
-                    if !out.is_empty() {
-                        conn.write_all(&out).await?;
-                        out = BytesMut::new();
-                    }
+                    out = BytesMut::new();
                 }
                 n = conn.read_lazy(&mut input, BATCH) => {
                     if n? == 0 {
