@@ -19,13 +19,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-/// A byte stream: TCP or Unix. Services see only this type.
+use crate::tls::TlsLink;
+
+/// A byte stream: TCP, Unix, or TLS. Services see only this type.
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
+    /// A TLS session, read and written in plaintext through a local socket
+    /// (see [`crate::tls`]).
+    Tls(UnixStream, TlsLink),
 }
 
 macro_rules! each {
@@ -33,6 +38,7 @@ macro_rules! each {
         match $self {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
+            Stream::Tls($s, _) => $e,
         }
     };
 }
@@ -80,11 +86,20 @@ impl Stream {
         rustix::net::shutdown(self, rustix::net::Shutdown::Write).map_err(io::Error::from)
     }
 
-    /// The remote address, for TCP.
+    /// The remote address, for TCP and TLS.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
+            Stream::Tls(_, link) => link.peer_addr(),
+        }
+    }
+
+    /// The TLS session's details, for a TLS stream.
+    pub fn tls(&self) -> Option<&TlsLink> {
+        match self {
+            Stream::Tls(_, link) => Some(link),
+            _ => None,
         }
     }
 }
@@ -193,7 +208,24 @@ pub struct Conn {
 impl Conn {
     /// Wraps a stream. Servers do this; tests and custom servers may too.
     pub fn new(stream: Stream, peer: Peer, shutdown: CancellationToken, max_line: usize) -> Self {
-        Conn { stream, meter: Arc::new(Meter::new()), peer, shutdown, max_line }
+        Conn::with_meter(stream, Arc::new(Meter::new()), peer, shutdown, max_line)
+    }
+
+    /// Wraps a stream, counting on a meter made beforehand.
+    pub fn with_meter(
+        stream: Stream,
+        meter: Arc<Meter>,
+        peer: Peer,
+        shutdown: CancellationToken,
+        max_line: usize,
+    ) -> Self {
+        Conn { stream, meter, peer, shutdown, max_line }
+    }
+
+    /// Whether the peer proved who it is with a TLS client certificate that
+    /// the server's `--tls-client-ca` verified.
+    pub fn client_verified(&self) -> bool {
+        self.stream.tls().is_some_and(|t| t.client_verified())
     }
 
     /// The remote peer.

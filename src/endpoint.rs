@@ -17,6 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -24,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
 use crate::conn::{Peer, Stream};
 use crate::error::{Error, Result};
+use crate::tls::{ClientTls, ServerTls, Verify};
 
 /// The listen backlog we ask for. The kernel caps it at `net.core.somaxconn`;
 /// the usual default of 128 lets a burst of connects overflow the accept
@@ -173,12 +175,16 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// A bound stream listener: TCP or Unix. Accepting yields a [`Stream`], so a
-/// service cannot tell them apart.
+/// A bound stream listener: TCP, Unix or TLS. Accepting yields a [`Stream`],
+/// so a service cannot tell them apart.
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
+    /// A TCP listener whose connections speak TLS: [`Listener::accept`]
+    /// yields the raw TCP stream, for [`ServerTls::accept`] to run the
+    /// handshake in the connection's own task.
+    Tls(TcpListener, Arc<ServerTls>),
     /// A Unix listener; the socket file is removed when it is dropped.
     Unix(UnixListener, UnixSocketFile),
 }
@@ -199,7 +205,7 @@ impl Listener {
     /// request–reply exchange.
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l) | Listener::Tls(l, _) => {
                 let (s, addr) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Peer::Ip(addr)))
@@ -215,7 +221,16 @@ impl Listener {
     pub fn local_endpoint(&self) -> io::Result<Endpoint> {
         match self {
             Listener::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?.into())),
+            Listener::Tls(l, _) => Ok(Endpoint::Tls(l.local_addr()?.into())),
             Listener::Unix(_, file) => Ok(Endpoint::Unix(file.0.clone())),
+        }
+    }
+
+    /// The TLS side, for a TLS listener.
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        match self {
+            Listener::Tls(_, tls) => Some(tls),
+            _ => None,
         }
     }
 }
@@ -224,11 +239,24 @@ impl Endpoint {
     /// Binds a stream listener (TCP or Unix) with a large backlog and
     /// SO_REUSEADDR, so a restarted server does not wait out TIME_WAIT.
     pub async fn bind_stream(&self) -> Result<Listener> {
+        self.bind_listener(None).await
+    }
+
+    /// Binds a stream listener; a `tls://` endpoint serves with `tls`, which
+    /// it needs.
+    pub async fn bind_listener(&self, tls: Option<Arc<ServerTls>>) -> Result<Listener> {
         let bind_err = |cause| Error::Bind { endpoint: self.clone(), cause };
         match self {
             Endpoint::Tcp(hp) => {
                 let addr = hp.resolve().await?[0];
                 bind_tcp(addr).map(Listener::Tcp).map_err(bind_err)
+            }
+            Endpoint::Tls(hp) => {
+                let Some(tls) = tls else {
+                    return Err(self.unsupported("a TLS listener needs a certificate; this command has none to give"));
+                };
+                let addr = hp.resolve().await?[0];
+                bind_tcp(addr).map(|l| Listener::Tls(l, tls)).map_err(bind_err)
             }
             Endpoint::Unix(path) => {
                 remove_stale_socket(path).await.map_err(bind_err)?;
@@ -236,7 +264,6 @@ impl Endpoint {
                 Ok(Listener::Unix(l, UnixSocketFile(path.clone())))
             }
             Endpoint::Udp(_) => Err(self.unsupported("UDP carries datagrams, not streams; use tcp://")),
-            Endpoint::Tls(_) => Err(self.unsupported("TLS is not available in this build; use tcp://")),
         }
     }
 
@@ -249,32 +276,54 @@ impl Endpoint {
         UdpSocket::bind(addr).await.map_err(|cause| Error::Bind { endpoint: self.clone(), cause })
     }
 
-    /// Connects a stream (TCP or Unix), trying each resolved address in turn,
-    /// all within `timeout` if one is given.
+    /// Connects a stream (TCP, Unix, or TLS verified against the system's
+    /// roots), trying each resolved address in turn, all within `timeout` if
+    /// one is given.
     pub async fn connect(&self, timeout: Option<Duration>) -> Result<Stream> {
+        self.connect_with(timeout, None).await
+    }
+
+    /// Connects as [`Endpoint::connect`] does; a `tls://` endpoint uses
+    /// `tls` (the system's roots when `None`).
+    pub async fn connect_with(&self, timeout: Option<Duration>, tls: Option<&ClientTls>) -> Result<Stream> {
         let attempt = async {
             match self {
-                Endpoint::Tcp(hp) => {
-                    let mut last = None;
-                    for addr in hp.resolve().await? {
-                        match TcpStream::connect(addr).await {
-                            Ok(s) => {
-                                let _ = s.set_nodelay(true);
-                                return Ok(Stream::Tcp(s));
-                            }
-                            Err(e) => last = Some(e),
+                Endpoint::Tcp(hp) => self.connect_tcp(hp).await.map(Stream::Tcp),
+                Endpoint::Tls(hp) => {
+                    let system;
+                    let tls = match tls {
+                        Some(tls) => tls,
+                        None => {
+                            system = ClientTls::new(&Verify::System, None)?;
+                            &system
                         }
-                    }
-                    Err(self.connect_err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
+                    };
+                    let tcp = self.connect_tcp(hp).await?;
+                    tls.connect(tcp, &hp.host)
+                        .await
+                        .map_err(|e| Error::Tls { endpoint: self.clone(), cause: e.to_string() })
                 }
                 Endpoint::Unix(path) => {
                     UnixStream::connect(path).await.map(Stream::Unix).map_err(|e| self.connect_err(e))
                 }
                 Endpoint::Udp(_) => Err(self.unsupported("UDP has no connections; use a datagram socket")),
-                Endpoint::Tls(_) => Err(self.unsupported("TLS is not available in this build; use tcp://")),
             }
         };
         with_timeout(timeout, attempt, || self.connect_err(io::ErrorKind::TimedOut.into())).await
+    }
+
+    async fn connect_tcp(&self, hp: &HostPort) -> Result<TcpStream> {
+        let mut last = None;
+        for addr in hp.resolve().await? {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(self.connect_err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into())))
     }
 
     /// Opens a UDP socket connected to this endpoint (datagrams go there, and

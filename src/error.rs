@@ -18,6 +18,9 @@ pub mod exit {
     pub const CONNECT: i32 = 3;
     /// Could not listen: address in use, permission denied, not local.
     pub const BIND: i32 = 4;
+    /// The TLS handshake failed: certificate not trusted, fingerprint
+    /// mismatch, or the peer does not speak TLS.
+    pub const TLS: i32 = 5;
 }
 
 /// A sockit error. The operating system's error is part of the message
@@ -51,6 +54,14 @@ pub enum Error {
         /// The operating system's error, or a timeout.
         cause: io::Error,
     },
+    /// The TLS handshake failed.
+    #[error("TLS with {endpoint}: {cause}")]
+    Tls {
+        /// The server.
+        endpoint: Endpoint,
+        /// What went wrong, and what to do.
+        cause: String,
+    },
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -74,6 +85,7 @@ impl Error {
             Error::Parse(_) | Error::Usage(_) | Error::Unsupported { .. } => exit::USAGE,
             Error::Resolve { .. } | Error::Connect { .. } => exit::CONNECT,
             Error::Bind { .. } => exit::BIND,
+            Error::Tls { .. } => exit::TLS,
         }
     }
 }

@@ -37,8 +37,10 @@
 //! # Layout
 //!
 //! - [`endpoint`]: parsing, display, binding and connecting every address kind.
-//! - [`conn`]: the stream a service reads and writes — TCP and Unix look the
-//!   same — metered for logs and idle detection.
+//! - [`conn`]: the stream a service reads and writes — TCP, Unix and TLS
+//!   look the same — metered for logs and idle detection.
+//! - [`tls`]: certificates, fingerprints, and the TLS sessions behind
+//!   `tls://` endpoints; [`acl`]: `--allow`/`--deny` address rules.
 //! - [`lines`]: newline framing with a size limit, also serving clients that
 //!   send no newline at all.
 //! - [`server`]: the accept loop, limits, spans, graceful shutdown; the
@@ -52,6 +54,7 @@
 //!   and exit codes; [`units`]: durations and byte sizes on the command line.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod cli;
 pub mod commands;
 pub mod conn;
@@ -63,6 +66,7 @@ pub mod logging;
 pub mod server;
 pub mod services;
 pub mod sys;
+pub mod tls;
 pub mod units;
 
 pub use conn::{Conn, Peer, Stream};

@@ -49,18 +49,37 @@ pub fn init(verbosity: i8, format: LogFormat) {
     };
 }
 
+/// Prints the TLS certificate's fingerprint at start, for clients to pin
+/// (`--tls-fingerprint`): `TLS certificate SHA-256 fingerprint: AB:…`.
+pub fn certificate(fingerprint: &str, ephemeral: bool) {
+    let kind = if ephemeral { " (ephemeral, self-signed)" } else { "" };
+    status(
+        &format!("TLS certificate SHA-256 fingerprint: {fingerprint}{kind}"),
+        serde_json::json!({ "fingerprint": fingerprint }),
+    );
+}
+
 /// Announces a ready listener: `listening on tcp://127.0.0.1:40123 (echo)` on
 /// stderr — the line scripts and tests wait for to learn the real port. In
 /// JSON mode it is an event with that message and `endpoint` / `service`
 /// fields instead.
 pub fn listening(endpoint: &Endpoint, service: &str) {
     let line = format!("listening on {endpoint} ({service})");
+    status(&line, serde_json::json!({ "endpoint": endpoint.to_string(), "service": service }));
+}
+
+/// A status line scripts rely on: written directly, not through the level
+/// filter; in JSON mode an event with the line as its message plus `fields`.
+fn status(line: &str, fields: serde_json::Value) {
     if FORMAT.get() == Some(&LogFormat::Json) {
-        // Written directly, not through the level filter: scripts need it.
+        let mut all = serde_json::json!({ "message": line });
+        if let (Some(all), serde_json::Value::Object(more)) = (all.as_object_mut(), fields) {
+            all.extend(more);
+        }
         let event = serde_json::json!({
             "timestamp": chrono::Utc::now().to_rfc3339(),
             "level": "INFO",
-            "fields": { "message": line, "endpoint": endpoint.to_string(), "service": service },
+            "fields": all,
         });
         eprintln!("{event}");
     } else {

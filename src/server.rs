@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::conn::{Conn, Meter};
+use crate::acl::Acl;
+use crate::conn::{Conn, Meter, Peer};
 use crate::endpoint::Listener;
 
 /// Limits every connection of a server is held to. Each has a flag of the
@@ -39,6 +40,8 @@ pub struct Limits {
     pub max_line: usize,
     /// How long live connections may finish after shutdown begins (`--grace`).
     pub grace: Duration,
+    /// Which peer addresses may connect (`--allow`, `--deny`).
+    pub acl: Acl,
 }
 
 /// Default for [`Limits::max_conns`].
@@ -57,6 +60,7 @@ impl Default for Limits {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_line: DEFAULT_MAX_LINE,
             grace: DEFAULT_GRACE,
+            acl: Acl::default(),
         }
     }
 }
@@ -140,11 +144,12 @@ impl Server {
     /// until shutdown.
     pub fn serve_datagram<D: DatagramService>(&self, socket: UdpSocket, name: &'static str, service: Arc<D>) {
         let socket = Arc::new(socket);
+        let acl = Arc::new(self.limits.acl.clone());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         for _ in 0..workers {
-            let (socket, service, token) = (socket.clone(), service.clone(), self.shutdown.clone());
+            let (socket, service, token, acl) = (socket.clone(), service.clone(), self.shutdown.clone(), acl.clone());
             let span = info_span!("udp", service = name);
-            self.tracker.spawn(datagram_loop(socket, service, token).instrument(span));
+            self.tracker.spawn(datagram_loop(socket, service, acl, token).instrument(span));
         }
     }
 
@@ -205,22 +210,42 @@ impl<S: Service> Acceptor<S> {
                     continue;
                 }
             };
+            if let Peer::Ip(addr) = peer
+                && !self.limits.acl.allows(addr.ip())
+            {
+                warn!(service = self.name, %peer, "refused: address not allowed (--allow/--deny)");
+                continue;
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 warn!(service = self.name, %peer, max_conns = self.limits.max_conns, "refused: connection limit reached (--max-conns)");
-                if let Some(msg) = self.service.busy_message() {
+                if let Some(msg) = self.service.busy_message().filter(|_| self.listener.tls().is_none()) {
                     // A fresh socket's send buffer is empty: this does not block.
                     let _ = stream.try_write(msg);
                 }
                 continue;
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let conn = Conn::new(stream, peer, self.shutdown.clone(), self.limits.max_line);
             let span = info_span!("conn", id, service = self.name, %peer);
-            let meter = conn.meter();
+            let meter = Arc::new(Meter::new());
             let service = self.service.clone();
             // The service runs as a task of its own, so its wake-ups poll
             // only its own future; the supervisor wakes only to end it.
-            let serve = self.tracker.spawn(async move { service.serve(conn).await }.instrument(span.clone()));
+            let serve = match self.listener.tls() {
+                None => {
+                    let conn =
+                        Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone(), self.limits.max_line);
+                    self.tracker.spawn(async move { service.serve(conn).await }.instrument(span.clone()))
+                }
+                Some(tls) => {
+                    let (tls, shutdown, max_line, meter) =
+                        (tls.clone(), self.shutdown.clone(), self.limits.max_line, meter.clone());
+                    let serve = async move {
+                        let stream = tls.accept_stream(stream).await?;
+                        service.serve(Conn::with_meter(stream, meter, peer, shutdown, max_line)).await
+                    };
+                    self.tracker.spawn(serve.instrument(span.clone()))
+                }
+            };
             let task = supervise(serve, meter, self.limits.idle_timeout, self.force_close.clone());
             self.tracker.spawn(
                 async move {
@@ -283,7 +308,12 @@ async fn idle(meter: &Meter, timeout: Option<Duration>) {
     }
 }
 
-async fn datagram_loop<D: DatagramService>(socket: Arc<UdpSocket>, service: Arc<D>, shutdown: CancellationToken) {
+async fn datagram_loop<D: DatagramService>(
+    socket: Arc<UdpSocket>,
+    service: Arc<D>,
+    acl: Arc<Acl>,
+    shutdown: CancellationToken,
+) {
     let mut buf = vec![0u8; 65536];
     let mut reply = Vec::with_capacity(2048);
     loop {
@@ -295,6 +325,12 @@ async fn datagram_loop<D: DatagramService>(socket: Arc<UdpSocket>, service: Arc<
                 Err(e) => { debug!("receive failed: {e}"); continue }
             },
         };
+        if !acl.allows(peer.ip()) {
+            // Debug, not warn: a datagram's source is trivially forged, and
+            // a flood of them must not flood the log.
+            debug!(%peer, "dropped: address not allowed (--allow/--deny)");
+            continue;
+        }
         reply.clear();
         if service.reply(&buf[..n], peer, &mut reply)
             && let Err(e) = socket.send_to(&reply, peer).await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
+use super::tls_args::TlsClientArgs;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::units::parse_duration;
@@ -30,12 +31,14 @@ Examples:
   sockit connect unix:///tmp/echo.sock < file > copy
   echo hello | sockit connect udp://127.0.0.1:7013
   sockit connect -w 2s example.internal:80
+  sockit connect tls://127.0.0.1:9443 --tls-fingerprint AB:CD:…   pin a self-signed server
 
 Exit codes: 0 done, 2 bad usage, 3 could not connect (refused, unreachable,
-timed out, unknown host), 1 anything else.")]
+timed out, unknown host), 5 TLS handshake failed (untrusted certificate,
+fingerprint mismatch, not a TLS server), 1 anything else.")]
 pub struct ConnectArgs {
     /// Where to connect.
-    #[arg(help = "Where to connect: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path")]
+    #[arg(help = "Where to connect: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path, tls://HOST:PORT")]
     pub endpoint: Endpoint,
 
     /// Give up connecting after this long (e.g. 5, 500ms).
@@ -45,6 +48,10 @@ pub struct ConnectArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub pipe: PipeOpts,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsClientArgs,
 }
 
 /// Runs `sockit connect`.
@@ -53,7 +60,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
     if args.endpoint.is_datagram() {
         return udp(&args, &mut stdin).await;
     }
-    let stream = args.endpoint.connect(args.wait).await?;
+    let tls = args.tls.client(&args.endpoint)?;
+    let stream = args.endpoint.connect_with(args.wait, tls.as_ref()).await?;
     pipe(stream, &args.pipe, &mut stdin).await.with_context(|| format!("connection to {}", args.endpoint))?;
     Ok(0)
 }

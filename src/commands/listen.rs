@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
+use super::tls_args::TlsServerArgs;
 use crate::endpoint::Endpoint;
 use crate::logging;
 
@@ -21,10 +22,11 @@ Examples:
   sockit listen 127.0.0.1:9000              the tutorial's two-way chat
   sockit listen -k :9000 > log.txt          collect from one client after another
   sockit listen udp://127.0.0.1:9000
-  sockit listen unix:///tmp/s.sock")]
+  sockit listen unix:///tmp/s.sock
+  sockit listen tls://127.0.0.1:9443        prints the certificate fingerprint to pin")]
 pub struct ListenArgs {
     /// Where to listen.
-    #[arg(help = "Where to listen: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path")]
+    #[arg(help = "Where to listen: HOST:PORT, [::1]:PORT, udp://HOST:PORT, unix:///path, tls://HOST:PORT")]
     pub endpoint: Endpoint,
 
     /// Keep listening: after a connection ends, accept the next.
@@ -34,6 +36,10 @@ pub struct ListenArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub pipe: PipeOpts,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsServerArgs,
 }
 
 /// Runs `sockit listen`.
@@ -44,12 +50,22 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     }
     let signal = super::shutdown_signal();
     tokio::pin!(signal);
-    let listener = args.endpoint.bind_stream().await?;
+    let listener = args.endpoint.bind_listener(args.tls.server(&[&args.endpoint])?).await?;
     logging::listening(&listener.local_endpoint()?, "listen");
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => r?,
             _ = &mut signal => return Ok(0),
+        };
+        let stream = match listener.tls() {
+            Some(tls) => match tls.accept_stream(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(%peer, "{e}");
+                    continue;
+                }
+            },
+            None => stream,
         };
         info!(%peer, "connected");
         tokio::select! {

@@ -7,6 +7,7 @@ pub mod listen;
 pub mod pipe;
 pub mod relay;
 pub mod serve;
+pub mod tls_args;
 
 use std::io::Write;
 
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Listen(args) => listen::run(args).await,
         Command::Relay(args) => relay::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cert(args) => tls_args::run_cert(args),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);

@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
 use super::serve::LimitArgs;
+use super::tls_args::{TlsServerArgs, TlsVerifyArgs};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::forward::{Copy, forward};
 use crate::logging;
 use crate::server::{Limits, Server};
+use crate::tls::ClientTls;
 use crate::units::parse_duration;
 use crate::{Conn, Service};
 
@@ -35,14 +37,16 @@ UDP: each client address gets its own upstream socket, closed after
 Examples:
   sockit relay 127.0.0.1:8080 10.0.0.5:80
   sockit relay unix:///tmp/app.sock 127.0.0.1:7007
-  sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53")]
+  sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53
+  sockit relay tls://0.0.0.0:8443 127.0.0.1:8080      terminate TLS
+  sockit relay 127.0.0.1:7007 tls://host:7007 --tls-ca ca.pem   originate TLS")]
 pub struct RelayArgs {
     /// Where to listen.
-    #[arg(help = "Where to listen: HOST:PORT, unix:///path, udp://HOST:PORT")]
+    #[arg(help = "Where to listen: HOST:PORT, unix:///path, udp://HOST:PORT, tls://HOST:PORT")]
     pub from: Endpoint,
 
     /// Where to forward to.
-    #[arg(help = "Where to forward to: HOST:PORT, unix:///path, udp://HOST:PORT")]
+    #[arg(help = "Where to forward to: HOST:PORT, unix:///path, udp://HOST:PORT, tls://HOST:PORT")]
     pub to: Endpoint,
 
     /// Give up connecting to TO after this long.
@@ -56,6 +60,14 @@ pub struct RelayArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls_server: TlsServerArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls_client: TlsVerifyArgs,
 }
 
 /// The relay as a stream service.
@@ -67,13 +79,15 @@ pub struct Relay {
     pub connect_timeout: Duration,
     /// How bytes move.
     pub copy: Copy,
+    /// TLS settings for a `tls://` TO.
+    pub tls: Option<ClientTls>,
 }
 
 impl Service for Relay {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let upstream = self
             .to
-            .connect(Some(self.connect_timeout))
+            .connect_with(Some(self.connect_timeout), self.tls.as_ref())
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
         forward(conn, upstream, self.copy).await.map(|_| ())
@@ -87,9 +101,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<i32> {
     let limits = args.limits.limits();
     match (args.from.is_datagram(), args.to.is_datagram()) {
         (false, false) => {
-            let listener = args.from.bind_stream().await?;
+            let listener = args.from.bind_listener(args.tls_server.server(&[&args.from])?).await?;
             let server = Server::new(limits);
-            let relay = Relay { to: args.to.clone(), connect_timeout: args.connect_timeout, copy: args.copy };
+            let tls = args.tls_client.client(&args.to)?;
+            let relay = Relay { to: args.to.clone(), connect_timeout: args.connect_timeout, copy: args.copy, tls };
             logging::listening(&listener.local_endpoint()?, "relay");
             server.serve_stream(listener, "relay", Arc::new(relay));
             server.run_until(signal).await;

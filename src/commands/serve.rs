@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use tracing::warn;
 
+use super::tls_args::{AclArgs, TlsServerArgs};
 use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
 use crate::logging;
@@ -85,6 +86,10 @@ pub struct LimitArgs {
     /// they are closed.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub acl: AclArgs,
 }
 
 impl LimitArgs {
@@ -95,6 +100,7 @@ impl LimitArgs {
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             max_line: self.max_line.unwrap_or(DEFAULT_MAX_LINE),
             grace: self.grace,
+            acl: self.acl.acl(),
         }
     }
 }
@@ -149,6 +155,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsServerArgs,
 }
 
 impl ServeArgs {
@@ -223,6 +233,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         None => Chat::new(max_line, args.max_queue, args.rate),
     });
     let raw = Arc::new(RawBroker::new(args.max_queue));
+    let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).collect::<Vec<_>>())?;
     for (service, endpoint) in plan {
         let name = service.name();
         let bound = if endpoint.is_datagram() {
@@ -236,7 +247,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             }
             local
         } else {
-            let listener = endpoint.bind_stream().await?;
+            let listener = endpoint.bind_listener(tls.clone()).await?;
             let local = listener.local_endpoint().context("local address")?;
             match service {
                 ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),

@@ -1,0 +1,140 @@
+//! Address access control: `--allow CIDR` / `--deny CIDR`, checked on the
+//! peer address the moment a connection is accepted (or a datagram
+//! arrives), before any byte of it is read.
+//!
+//! A deny rule always wins; when there are allow rules, a peer must match
+//! one of them. IPv4 peers that reach an IPv6 socket as `::ffff:a.b.c.d` are
+//! matched as the IPv4 address they are. Unix-socket peers have no address:
+//! file permissions guard those.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), self.prefix, 32) == masked(u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128) == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p => bits >> (width - p),
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            |why: &str| format!("invalid address block '{s}': {why}; write e.g. 10.0.0.0/8, 192.168.1.7 or ::1/128");
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr =
+            addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad("not an IP address"))?;
+        let addr = addr.to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= width)
+                .ok_or_else(|| bad(&format!("the prefix length is 0 to {width}")))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The rules of one server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acl {
+    /// Peers that may connect; empty means every peer not denied.
+    pub allow: Vec<Cidr>,
+    /// Peers that may not, whatever `allow` says.
+    pub deny: Vec<Cidr>,
+}
+
+impl Acl {
+    /// Whether a peer at `ip` may connect.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        !self.deny.iter().any(|c| c.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Whether there are any rules at all.
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_contain_what_they_should() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains(ip("10.1.255.3")));
+        assert!(!c.contains(ip("10.2.0.1")));
+        assert!(c.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped peers match IPv4 rules");
+        assert!(!c.contains(ip("::1")));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::2")));
+        assert!("::/0".parse::<Cidr>().unwrap().contains(ip("::1")));
+        assert_eq!("[::1]/128".parse::<Cidr>().unwrap().to_string(), "::1/128");
+    }
+
+    #[test]
+    fn bad_blocks_say_how_to_write_them() {
+        for bad in ["10.0.0.0/33", "::/129", "banana", "10.0.0.0/x", ""] {
+            let e = bad.parse::<Cidr>().unwrap_err();
+            assert!(e.contains("write e.g."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn deny_wins_and_allow_restricts() {
+        let acl = Acl { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec!["127.0.0.2".parse().unwrap()] };
+        assert!(acl.allows(ip("127.0.0.1")));
+        assert!(!acl.allows(ip("127.0.0.2")));
+        assert!(!acl.allows(ip("192.168.0.1")));
+        assert!(Acl::default().allows(ip("192.168.0.1")));
+        let deny_only = Acl { allow: vec![], deny: vec!["::1".parse().unwrap()] };
+        assert!(!deny_only.allows(ip("::1")) && deny_only.allows(ip("127.0.0.1")));
+    }
+}
