@@ -65,6 +65,8 @@ pub enum Command {
     Relay(RelayArgs),
     /// Load generator: throughput and latency percentiles, for any server.
     Bench(BenchArgs),
+    /// Run a command on a `sockit serve exec` server, output streamed back.
+    Exec(crate::commands::exec::ExecArgs),
     /// Write a self-signed TLS certificate and key, and print its fingerprint.
     Cert(crate::commands::tls_args::CertArgs),
     /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).

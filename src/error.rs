@@ -21,6 +21,9 @@ pub mod exit {
     /// The TLS handshake failed: certificate not trusted, fingerprint
     /// mismatch, or the peer does not speak TLS.
     pub const TLS: i32 = 5;
+    /// The server refused to admit us: wrong or missing token, or no
+    /// acceptable client certificate.
+    pub const AUTH: i32 = 6;
 }
 
 /// A sockit error. The operating system's error is part of the message
@@ -62,6 +65,9 @@ pub enum Error {
         /// What went wrong, and what to do.
         cause: String,
     },
+    /// The server refused authentication.
+    #[error("{0}")]
+    Auth(String),
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -86,6 +92,7 @@ impl Error {
             Error::Resolve { .. } | Error::Connect { .. } => exit::CONNECT,
             Error::Bind { .. } => exit::BIND,
             Error::Tls { .. } => exit::TLS,
+            Error::Auth(_) => exit::AUTH,
         }
     }
 }

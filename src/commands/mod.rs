@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod connect;
+pub mod exec;
 pub mod listen;
 pub mod pipe;
 pub mod relay;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Relay(args) => relay::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Cert(args) => tls_args::run_cert(args),
+        Command::Exec(args) => exec::run(args).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);

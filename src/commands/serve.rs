@@ -1,5 +1,6 @@
 //! `sockit serve [SERVICE…]`: run built-in services.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
 use crate::logging;
 use crate::server::{DEFAULT_MAX_CONNS, DEFAULT_MAX_LINE, Limits, Server};
-use crate::services::{Chargen, Chat, Discard, Echo, Greet, RawBroker, Stamp, chat};
+use crate::services::{Chargen, Chat, Discard, Echo, Exec, ExecConfig, Greet, RawBroker, Stamp, chat};
 use crate::units::{parse_duration, parse_usize_size};
 
 /// The built-in services.
@@ -31,6 +32,9 @@ pub enum ServiceName {
     Discard,
     /// Sends character lines until the client leaves (RFC 864), a source; port 7019.
     Chargen,
+    /// Runs commands for clients that hold the token (`sockit exec`); port
+    /// 7022. Never started unless named.
+    Exec,
 }
 
 impl ServiceName {
@@ -43,6 +47,7 @@ impl ServiceName {
             ServiceName::Chat => "chat",
             ServiceName::Discard => "discard",
             ServiceName::Chargen => "chargen",
+            ServiceName::Exec => "exec",
         }
     }
 
@@ -56,11 +61,12 @@ impl ServiceName {
             ServiceName::Chat => vec![at("tcp://127.0.0.1:7070")],
             ServiceName::Discard => vec![at("tcp://127.0.0.1:7009"), at("udp://127.0.0.1:7009")],
             ServiceName::Chargen => vec![at("tcp://127.0.0.1:7019")],
+            ServiceName::Exec => vec![at("tcp://127.0.0.1:7022")],
         }
     }
 
     fn speaks_udp(self) -> bool {
-        !matches!(self, ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat)
+        !matches!(self, ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat | ServiceName::Exec)
     }
 }
 
@@ -154,11 +160,128 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub exec: ExecArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsServerArgs,
+}
+
+/// The exec service's flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Exec")]
+pub struct ExecArgs {
+    /// Exec: the secret clients must prove they hold, read from this file
+    /// (or from the SOCKIT_TOKEN variable). It never crosses the wire.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Exec: let clients send shell lines (run by /bin/sh -c). Without it,
+    /// commands are argv and `;`, `$(…)`, `|` are plain characters.
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Exec: a program clients may run (argv[0] as sent, e.g. uptime or
+    /// /usr/bin/df); repeatable. Without it, any program may run.
+    #[arg(long, value_name = "PROGRAM")]
+    pub allow_cmd: Vec<String>,
+
+    /// Exec: working directory of commands [default: the server's].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Exec: pass this variable of the server's environment on to commands;
+    /// repeatable. Commands otherwise get only PATH=/usr/local/bin:/usr/bin:/bin.
+    #[arg(long, value_name = "NAME")]
+    pub env: Vec<String>,
+
+    /// Exec: kill a command, with its whole process group, after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Exec: output (stdout and stderr together) sent back per command;
+    /// past it, the rest is dropped and the client told.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = crate::units::parse_size)]
+    pub max_output: u64,
+
+    /// Exec: allow listening on a non-loopback address without TLS, where
+    /// anyone on the path reads commands and output.
+    #[arg(long)]
+    pub allow_plaintext: bool,
+}
+
+impl ExecArgs {
+    /// The exec configuration, checked against where exec will listen.
+    pub async fn config(&self, endpoints: &[&Endpoint], client_ca: bool) -> Result<ExecConfig, Error> {
+        let token = match (&self.token_file, std::env::var_os("SOCKIT_TOKEN")) {
+            (Some(path), _) => {
+                let text =
+                    std::fs::read(path).map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display())))?;
+                Some(trim_newline(text))
+            }
+            (None, Some(v)) => Some(std::os::unix::ffi::OsStringExt::into_vec(v)),
+            (None, None) => None,
+        };
+        match &token {
+            Some(t) if t.is_empty() => return Err(Error::Usage("the exec token is empty".into())),
+            Some(t) if t.len() < 16 => warn!("the exec token is {} bytes: use at least 16 random ones", t.len()),
+            _ => {}
+        }
+        if token.is_none() && !client_ca {
+            return Err(Error::Usage(
+                "exec runs commands for whoever it admits, so it needs a secret: --token-file FILE or SOCKIT_TOKEN \
+                 (e.g. head -c 32 /dev/urandom | base64 > token), or TLS client certificates (--tls-client-ca)"
+                    .into(),
+            ));
+        }
+        if self.shell && !self.allow_cmd.is_empty() {
+            return Err(Error::Usage("--allow-cmd cannot restrict shell lines: drop --shell, or --allow-cmd".into()));
+        }
+        for ep in endpoints {
+            match ep {
+                Endpoint::Tcp(hp)
+                    if !self.allow_plaintext && !hp.resolve().await?.iter().all(|a| a.ip().is_loopback()) =>
+                {
+                    return Err(Error::Usage(format!(
+                        "exec on {ep} would carry commands and output in the clear: listen on tls://{hp} \
+                         instead, or pass --allow-plaintext"
+                    )));
+                }
+                Endpoint::Tcp(_) | Endpoint::Unix(_) if token.is_none() => {
+                    return Err(Error::Usage(format!(
+                        "exec on {ep} cannot check client certificates without TLS: give it a token too, or listen on tls://"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if let Some(dir) = &self.cwd
+            && !dir.is_dir()
+        {
+            return Err(Error::Usage(format!("--cwd {}: not a directory", dir.display())));
+        }
+        Ok(ExecConfig {
+            token,
+            shell: self.shell,
+            allow_cmd: self.allow_cmd.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            timeout: self.timeout,
+            max_output: self.max_output,
+        })
+    }
+}
+
+/// A token file's text without its final newline.
+pub fn trim_newline(mut text: Vec<u8>) -> Vec<u8> {
+    while text.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        text.pop();
+    }
+    text
 }
 
 impl ServeArgs {
@@ -234,6 +357,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     });
     let raw = Arc::new(RawBroker::new(args.max_queue));
     let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).collect::<Vec<_>>())?;
+    let exec_eps: Vec<&Endpoint> = plan.iter().filter(|(s, _)| *s == ServiceName::Exec).map(|(_, ep)| ep).collect();
+    let exec = match exec_eps.is_empty() {
+        true => None,
+        false => Some(Arc::new(Exec::new(args.exec.config(&exec_eps, args.tls.tls_client_ca.is_some()).await?))),
+    };
     for (service, endpoint) in plan {
         let name = service.name();
         let bound = if endpoint.is_datagram() {
@@ -243,7 +371,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
                 ServiceName::Discard => server.serve_datagram(socket, name, Arc::new(Discard)),
-                ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat => unreachable!("checked by plan()"),
+                ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat | ServiceName::Exec => {
+                    unreachable!("checked by plan()")
+                }
             }
             local
         } else {
@@ -257,6 +387,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Chargen => server.serve_stream(listener, name, Arc::new(Chargen)),
                 ServiceName::Chat if args.raw => server.serve_stream(listener, name, raw.clone()),
                 ServiceName::Chat => server.serve_stream(listener, name, chat.clone()),
+                ServiceName::Exec => server.serve_stream(listener, name, exec.clone().expect("made for exec")),
             }
             local
         };

@@ -6,12 +6,14 @@
 pub mod chat;
 pub mod discard;
 pub mod echo;
+pub mod exec;
 pub mod greet;
 pub mod stamp;
 
 pub use chat::{Chat, RawBroker};
 pub use discard::{Chargen, Discard};
 pub use echo::Echo;
+pub use exec::{Exec, ExecConfig};
 pub use greet::Greet;
 pub use stamp::Stamp;
 

@@ -1,0 +1,290 @@
+//! `sockit exec ENDPOINT -- CMD ARGS…`: the remote-command client.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::pipe::StdinPump;
+use super::serve::trim_newline;
+use super::tls_args::TlsClientArgs;
+use crate::conn::Stream;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::services::exec::wire::{self, Exit, FLAG_SHELL, FLAG_TOKEN, Frame};
+use crate::units::parse_duration;
+
+/// Arguments of `sockit exec`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Runs CMD on the server (`sockit serve exec`) and streams its stdout and
+stderr here, apart, as they come; exits with the command's exit status
+(128+N if signal N killed it, 124 if it ran past the server's --timeout,
+126/127 if it could not start or was not allowed). With no command, reads
+one command per line at a `cmd> ` prompt (shell lines if the server allows
+them, else words split as a shell would, quotes kept).
+
+The token comes from --token-file or SOCKIT_TOKEN and never crosses the
+wire: the client answers the server's one-time challenge with an HMAC.
+
+Examples:
+  SOCKIT_TOKEN=$(cat token) sockit exec 127.0.0.1:7022 -- uname -a
+  sockit exec --token-file token tls://host:7022 --tls-fingerprint AB:CD:… -- df -h
+  sockit exec --token-file token 127.0.0.1:7022 --shell 'ls | wc -l'
+  sockit exec --token-file token 127.0.0.1:7022            interactive
+
+Exit codes of its own: 2 bad usage, 3 could not connect, 5 TLS failed,
+6 authentication refused, 1 protocol or other errors.")]
+pub struct ExecArgs {
+    /// The exec server.
+    #[arg(help = "The exec server: HOST:PORT, tls://HOST:PORT, unix:///path")]
+    pub endpoint: Endpoint,
+
+    /// Read the token from this file (else SOCKIT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Send LINE to the server's shell (when it runs with --shell).
+    #[arg(long, value_name = "LINE", conflicts_with = "command")]
+    pub shell: Option<String>,
+
+    /// Give up connecting, or waiting for the server's greeting, after
+    /// this long.
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsClientArgs,
+
+    /// The command and its arguments, sent as argv: no shell on either side.
+    #[arg(value_name = "CMD", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
+
+struct Client {
+    stream: Stream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Client {
+    async fn recv(&mut self) -> anyhow::Result<Option<Frame>> {
+        loop {
+            if let Some(f) = wire::decode(&mut self.rbuf).map_err(|e| anyhow::anyhow!("protocol error: {e}"))? {
+                return Ok(Some(f));
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn send(&mut self, f: &Frame) -> std::io::Result<()> {
+        self.wbuf.clear();
+        f.encode(&mut self.wbuf);
+        self.stream.write_all(&self.wbuf).await
+    }
+
+    /// Sends one command and relays its output; returns how it ended.
+    async fn run(&mut self, request: Frame) -> anyhow::Result<Exit> {
+        self.send(&request).await?;
+        let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+        loop {
+            match self.recv().await? {
+                Some(Frame::Stdout(b)) => write_or_quit(&mut out, &b).await?,
+                Some(Frame::Stderr(b)) => write_or_quit(&mut err, &b).await?,
+                Some(Frame::Notice(t)) | Some(Frame::Error(t)) => eprintln!("sockit: remote: {t}"),
+                Some(Frame::Exit(exit)) => {
+                    match exit {
+                        Exit::TimedOut => eprintln!(
+                            "sockit: remote: timed out (the server's --timeout); its process group was killed"
+                        ),
+                        Exit::Signal(s) => eprintln!("sockit: remote: killed by signal {s}"),
+                        _ => {}
+                    }
+                    return Ok(exit);
+                }
+                Some(other) => anyhow::bail!("protocol error: unexpected {other:?}"),
+                None => anyhow::bail!("the server closed the connection before the command finished"),
+            }
+        }
+    }
+}
+
+/// Writes output; a closed stdout (`| head`) ends the process quietly.
+async fn write_or_quit(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) -> std::io::Result<()> {
+    match w.write_all(b).await.and(w.flush().await) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r,
+    }
+}
+
+fn token(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, Error> {
+    match (file, std::env::var_os("SOCKIT_TOKEN")) {
+        (Some(path), _) => std::fs::read(path)
+            .map(|t| Some(trim_newline(t)))
+            .map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display()))),
+        (None, Some(v)) => Ok(Some(v.into_vec())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Runs `sockit exec`.
+pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
+    let tls = args.tls.client(&args.endpoint)?;
+    let stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
+    let mut c = Client { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+    let refused = |why: String| Error::Auth(format!("{} refused: {why}", args.endpoint));
+    let silent =
+        || anyhow::anyhow!("{} sent no greeting within {:?}: is it a sockit exec server?", args.endpoint, args.wait);
+    let hello = tokio::time::timeout(args.wait, c.recv()).await.map_err(|_| silent())?;
+    let flags = match hello? {
+        Some(Frame::Hello { flags, nonce }) => {
+            if flags & FLAG_TOKEN != 0 {
+                let Some(token) = token(args.token_file.as_ref())? else {
+                    return Err(Error::Usage(
+                        "the server asks for the exec token: give --token-file FILE or set SOCKIT_TOKEN".into(),
+                    )
+                    .into());
+                };
+                c.send(&Frame::Auth { mac: wire::proof(&token, &nonce) }).await?;
+            }
+            flags
+        }
+        Some(Frame::Error(why)) => return Err(refused(why).into()),
+        Some(_) => anyhow::bail!("{} is not a sockit exec server", args.endpoint),
+        None => anyhow::bail!("{} closed the connection at once: is it a sockit exec server?", args.endpoint),
+    };
+    // The server may hold a wrong guess back for up to 30 s before it says so.
+    let verdict = tokio::time::timeout(Duration::from_secs(40) + args.wait, c.recv()).await.map_err(|_| silent())?;
+    match verdict? {
+        Some(Frame::Ready) => {}
+        Some(Frame::Error(why)) => return Err(refused(why).into()),
+        Some(_) => anyhow::bail!("protocol error: expected the server to accept or refuse"),
+        None => return Err(refused("it closed the connection".into()).into()),
+    }
+    if let Some(line) = args.shell {
+        return Ok(c.run(Frame::Shell(line.into_bytes())).await?.status());
+    }
+    if !args.command.is_empty() {
+        let argv = args.command.into_iter().map(OsString::into_vec).collect();
+        return Ok(c.run(Frame::Run(argv)).await?.status());
+    }
+    interactive(&mut c, flags & FLAG_SHELL != 0).await
+}
+
+/// One command per line at a `cmd> ` prompt (on stderr, so stdout carries
+/// only the commands' output). Ends at EOF or `exit`; exits with the last
+/// command's status.
+async fn interactive(c: &mut Client, shell: bool) -> anyhow::Result<i32> {
+    let mut stdin = StdinPump::start(true);
+    let mut status = 0;
+    if std::io::stdin().is_terminal() {
+        let how = if shell { "shell lines" } else { "commands (no shell: words split, quotes kept)" };
+        eprintln!("connected; type {how}, `exit` to leave");
+    }
+    loop {
+        eprint!("cmd> ");
+        let Some(line) = stdin.recv().await else { break };
+        let line = String::from_utf8_lossy(&line).trim().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "exit" || line == "quit" {
+            break;
+        }
+        let request = if shell {
+            Frame::Shell(line.into_bytes())
+        } else {
+            match split_words(&line) {
+                Ok(words) => Frame::Run(words.into_iter().map(String::into_bytes).collect()),
+                Err(e) => {
+                    eprintln!("sockit: {e}");
+                    continue;
+                }
+            }
+        };
+        status = c.run(request).await?.status();
+    }
+    Ok(status)
+}
+
+/// Splits a line into words as a shell would for a simple command: spaces
+/// separate, '…' and "…" quote, \ escapes. Nothing is expanded or run.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let (mut words, mut word, mut in_word) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated \" quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated \" quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(c) = chars.next() {
+                    word.push(c);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_like_a_shell_without_expanding() {
+        let w = |s: &str| split_words(s).unwrap();
+        assert_eq!(w("ls -l /tmp"), ["ls", "-l", "/tmp"]);
+        assert_eq!(w("echo 'a b' \"c d\" e\\ f"), ["echo", "a b", "c d", "e f"]);
+        assert_eq!(w("echo $(id); touch x"), ["echo", "$(id);", "touch", "x"]);
+        assert_eq!(w("printf ''"), ["printf", ""]);
+        assert_eq!(w("  "), Vec::<String>::new());
+        assert!(split_words("echo 'open").is_err());
+    }
+}

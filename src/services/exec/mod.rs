@@ -1,0 +1,422 @@
+//! `exec`: the tutorial's remote-command server, made safe.
+//!
+//! - Nobody runs anything without proving they hold the token (HMAC
+//!   challenge–response over a fresh nonce; see [`wire`]) or a TLS client
+//!   certificate the server's `--tls-client-ca` signed. Each failed proof
+//!   makes the next attempt from that address wait longer.
+//! - Commands are argv, run without a shell, unless the server allows shell
+//!   lines (`--shell`); `--allow-cmd` limits what may run.
+//! - Each run has a clean environment, its own process group (killed whole
+//!   at `--timeout`, or when the client goes away), stdin from `/dev/null`,
+//!   and output streamed back live, stdout and stderr apart, capped at
+//!   `--max-output`.
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tracing::{info, warn};
+
+use self::wire::{Exit, FLAG_SHELL, FLAG_TOKEN, Frame};
+use crate::{Conn, Peer, Service};
+
+/// Default for [`ExecConfig::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`ExecConfig::max_output`]: 16 MiB.
+pub const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
+/// The `PATH` commands get when `--env PATH` does not pass the server's on.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// How long a client has to authenticate.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output is read and sent in pieces of at most this much.
+const CHUNK: usize = 64 * 1024;
+
+/// How the exec service runs commands.
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// The shared secret; `None` when clients authenticate by TLS
+    /// certificate only.
+    pub token: Option<Vec<u8>>,
+    /// Whether clients may send shell lines.
+    pub shell: bool,
+    /// Programs that may run (argv\[0\] exactly); empty allows any.
+    pub allow_cmd: Vec<String>,
+    /// Working directory of commands.
+    pub cwd: Option<PathBuf>,
+    /// Variables passed through from the server's environment.
+    pub env: Vec<String>,
+    /// A run is killed, with its process group, after this long.
+    pub timeout: Duration,
+    /// Output (stdout and stderr together) sent back per run; the rest is
+    /// dropped with a notice.
+    pub max_output: u64,
+}
+
+/// The exec service.
+#[derive(Debug)]
+pub struct Exec {
+    config: ExecConfig,
+    throttle: Throttle,
+}
+
+impl Exec {
+    /// An exec service.
+    pub fn new(config: ExecConfig) -> Self {
+        Exec { config, throttle: Throttle::default() }
+    }
+}
+
+/// A frame reader and writer over one connection.
+struct Session {
+    conn: Conn,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Session {
+    /// The next frame; `None` at a clean EOF between frames.
+    async fn recv(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(f) = wire::decode(&mut self.rbuf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+                return Ok(Some(f));
+            }
+            if self.conn.read_buf(&mut self.rbuf).await? == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame"))
+                };
+            }
+        }
+    }
+
+    async fn send(&mut self, f: &Frame) -> io::Result<()> {
+        self.wbuf.clear();
+        f.encode(&mut self.wbuf);
+        self.conn.write_all(&self.wbuf).await
+    }
+
+    /// Tells the client why, and ends the session with that reason.
+    async fn refuse(&mut self, why: String) -> io::Result<()> {
+        let _ = self.send(&Frame::Error(why.clone())).await;
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
+    }
+}
+
+impl Service for Exec {
+    async fn serve(&self, conn: Conn) -> io::Result<()> {
+        let peer = conn.peer();
+        let by_cert = conn.client_verified();
+        let mut s = Session { conn, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+        let mut nonce = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| io::Error::other("no randomness for a nonce"))?;
+        let mut flags = if self.config.shell { FLAG_SHELL } else { 0 };
+        match &self.config.token {
+            Some(_) => flags |= FLAG_TOKEN,
+            None if by_cert => {}
+            None => {
+                return s
+                    .refuse(
+                        "this server admits TLS client certificates only: connect with tls:// and --tls-cert/--tls-key"
+                            .into(),
+                    )
+                    .await;
+            }
+        }
+        s.send(&Frame::Hello { flags, nonce }).await?;
+        if let Some(token) = &self.config.token {
+            let reply = tokio::time::timeout(AUTH_TIMEOUT, s.recv()).await;
+            let mac = match reply {
+                Ok(Ok(Some(Frame::Auth { mac }))) => mac,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(_))) => return s.refuse("expected authentication first".into()).await,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return s.refuse("authentication timed out".into()).await,
+            };
+            let ip = match peer {
+                Peer::Ip(a) => Some(a.ip().to_canonical()),
+                Peer::Unix => None,
+            };
+            // Earlier failures from this address make every attempt wait,
+            // so parallel guesses gain nothing.
+            tokio::time::sleep(self.throttle.penalty(ip)).await;
+            if !wire::verify(token, &nonce, &mac) {
+                let wait = self.throttle.failed(ip);
+                warn!(%peer, next_wait_ms = wait.as_millis() as u64, "authentication failed: wrong token");
+                tokio::time::sleep(wait).await;
+                return s.refuse("authentication failed: wrong token".into()).await;
+            }
+            self.throttle.succeeded(ip);
+        }
+        info!(by = if by_cert { "certificate" } else { "token" }, "authenticated");
+        s.send(&Frame::Ready).await?;
+        while let Some(frame) = s.recv().await? {
+            let command = match frame {
+                Frame::Run(argv) => self.argv_command(argv),
+                Frame::Shell(line) if self.config.shell => Ok(self.shell_command(line)),
+                Frame::Shell(_) => {
+                    Err("this server runs commands as argv only (it was not started with --shell)".to_string())
+                }
+                other => return s.refuse(format!("unexpected {other:?} frame: expected a command")).await,
+            };
+            match command {
+                Ok(cmd) => self.run(&mut s, cmd).await?,
+                Err(why) => {
+                    s.send(&Frame::Error(why)).await?;
+                    s.send(&Frame::Exit(Exit::NotStarted(126))).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Exec {
+    fn argv_command(&self, argv: Vec<Vec<u8>>) -> Result<Command, String> {
+        let mut argv = argv.into_iter().map(OsString::from_vec);
+        let program = argv.next().ok_or("empty command")?;
+        let name = program.to_string_lossy().into_owned();
+        if name.is_empty() || name.contains('\0') {
+            return Err("invalid program name".into());
+        }
+        if !self.config.allow_cmd.is_empty() && !self.config.allow_cmd.contains(&name) {
+            return Err(format!("'{name}' is not allowed here (allowed: {})", self.config.allow_cmd.join(", ")));
+        }
+        let mut cmd = self.base_command(program);
+        cmd.args(argv);
+        info!(program = %name, "run");
+        Ok(cmd)
+    }
+
+    fn shell_command(&self, line: Vec<u8>) -> Command {
+        info!(line = %String::from_utf8_lossy(&line), "run shell line");
+        let mut cmd = self.base_command("/bin/sh".into());
+        cmd.arg("-c").arg(OsString::from_vec(line));
+        cmd
+    }
+
+    fn base_command(&self, program: OsString) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear().env("PATH", DEFAULT_PATH);
+        for name in &self.config.env {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        if let Some(dir) = &self.config.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        cmd
+    }
+
+    /// Runs one command to its end, streaming its output.
+    async fn run(&self, s: &mut Session, mut cmd: Command) -> io::Result<()> {
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+                s.send(&Frame::Error(format!("cannot run: {e}"))).await?;
+                return s.send(&Frame::Exit(Exit::NotStarted(code))).await;
+            }
+        };
+        // From here on, the whole group dies with this function, however it
+        // ends: timeout, client gone, server shutting down.
+        let group = Group(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)));
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let (mut obuf, mut ebuf) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        let deadline = tokio::time::sleep(self.config.timeout);
+        tokio::pin!(deadline);
+        let mut sent = 0u64;
+        let mut truncated = false;
+        let mut probe = [0u8; 1];
+        let status = loop {
+            let piece = tokio::select! {
+                r = read_some(&mut out, &mut obuf) => r.map(|n| (n, true)),
+                r = read_some(&mut err, &mut ebuf) => r.map(|n| (n, false)),
+                r = child.wait(), if out.is_none() && err.is_none() => break Some(r?),
+                _ = &mut deadline => break None,
+                // The client must wait for Exit: anything it sends now,
+                // EOF included, means it is gone or confused.
+                _ = s.conn.read(&mut probe) => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left while the command ran; killed it"));
+                }
+            };
+            let (n, is_out) = match piece {
+                Ok(x) => x,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                if is_out {
+                    out = None
+                } else {
+                    err = None
+                }
+                continue;
+            }
+            if truncated {
+                continue;
+            }
+            let room = self.config.max_output.saturating_sub(sent) as usize;
+            let take = n.min(room);
+            let data = Bytes::copy_from_slice(if is_out { &obuf[..take] } else { &ebuf[..take] });
+            sent += take as u64;
+            if take > 0 {
+                s.send(&if is_out { Frame::Stdout(data) } else { Frame::Stderr(data) }).await?;
+            }
+            if take < n {
+                truncated = true;
+                let cap = humantime_bytes(self.config.max_output);
+                s.send(&Frame::Notice(format!("output truncated at {cap} (--max-output); the rest was dropped")))
+                    .await?;
+            }
+        };
+        let exit = match status {
+            None => {
+                drop(group);
+                let _ = child.wait().await;
+                info!(timeout_ms = self.config.timeout.as_millis() as u64, "timed out; process group killed");
+                Exit::TimedOut
+            }
+            Some(st) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (st.code(), st.signal()) {
+                    (Some(c), _) => Exit::Code(c),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    (None, None) => Exit::Code(-1),
+                }
+            }
+        };
+        info!(?exit, output_bytes = sent, "exited");
+        s.send(&Frame::Exit(exit)).await
+    }
+}
+
+/// Kills a process group when dropped.
+struct Group(Option<rustix::process::Pid>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Reads from an optional pipe; a closed (`None`) one never completes.
+async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn humantime_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Failed authentications per address, and the wait they earn: 250 ms
+/// after the first, doubling to at most 30 s; forgotten 15 minutes after
+/// the last failure, or at the first success.
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered at most: past it, expired entries go, and if that
+/// is not enough, the oldest half.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl Throttle {
+    fn wait_for(count: u32) -> Duration {
+        match count {
+            0 => Duration::ZERO,
+            n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 1)).min(Duration::from_secs(30)),
+        }
+    }
+
+    /// The wait an attempt from `ip` serves before it is checked.
+    fn penalty(&self, ip: Option<IpAddr>) -> Duration {
+        let Some(ip) = ip else { return Duration::ZERO };
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&ip) {
+            Some(&(n, at)) if at.elapsed() < FORGET_AFTER => Self::wait_for(n),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a failure; returns the wait it earns.
+    fn failed(&self, ip: Option<IpAddr>) -> Duration {
+        let Some(ip) = ip else { return Self::wait_for(1) };
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REMEMBERED {
+            map.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
+            if map.len() >= MAX_REMEMBERED {
+                let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
+                times.sort();
+                let median = times[times.len() / 2];
+                map.retain(|_, (_, at)| *at >= median);
+            }
+        }
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FORGET_AFTER {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now();
+        Self::wait_for(entry.0)
+    }
+
+    fn succeeded(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_per_address_and_reset() {
+        let t = Throttle::default();
+        let a: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
+        let b: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
+        assert_eq!(t.penalty(a), Duration::ZERO);
+        let waits: Vec<_> = (0..9).map(|_| t.failed(a)).collect();
+        assert_eq!(waits[0], Duration::from_millis(250));
+        assert_eq!(waits[1], Duration::from_millis(500));
+        assert_eq!(waits[8], Duration::from_secs(30), "capped");
+        assert_eq!(t.penalty(a), Duration::from_secs(30));
+        assert_eq!(t.penalty(b), Duration::ZERO, "per address");
+        t.succeeded(a);
+        assert_eq!(t.penalty(a), Duration::ZERO);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let t = Throttle::default();
+        for i in 0..(MAX_REMEMBERED as u32 + 10) {
+            t.failed(Some(IpAddr::from(i.to_be_bytes())));
+        }
+        assert!(t.failures.lock().unwrap().len() <= MAX_REMEMBERED);
+    }
+}

@@ -1,0 +1,388 @@
+//! The exec wire format: length-prefixed frames, pure encode and decode.
+//!
+//! ```text
+//! frame   = type:u8  length:u32 (big-endian)  payload[length]     length ≤ MAX_FRAME
+//! ```
+//!
+//! | type | name   | way | payload |
+//! |------|--------|-----|---------|
+//! | 1 | Hello  | S→C | version:u8 = 1, flags:u8 (1 = token needed, 2 = shell lines allowed), nonce[32] |
+//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce) [32] |
+//! | 3 | Ready  | S→C | empty: authenticated, send a command |
+//! | 4 | Run    | C→S | argc:u32, then argc × (length:u32, bytes): the argv, no shell |
+//! | 5 | Shell  | C→S | a line for `/bin/sh -c` (only if the server allows) |
+//! | 6 | Stdout | S→C | bytes the command wrote to its stdout |
+//! | 7 | Stderr | S→C | bytes the command wrote to its stderr |
+//! | 8 | Exit   | S→C | kind:u8 (0 exited, 1 killed by signal, 2 timed out, 3 not started), value:i32 (code, signal, or 126/127) |
+//! | 9 | Error  | S→C | UTF-8 text: the request was refused, and why |
+//! | 10 | Notice | S→C | UTF-8 text: something the user should know (output truncated) |
+//!
+//! A session: the server sends Hello; the client answers Auth when the
+//! token flag is set; the server answers Ready, or Error and closes. Then
+//! any number of commands, one at a time: Run or Shell, answered by
+//! Stdout/Stderr/Notice frames as output happens and one Exit (an Error
+//! before it says why a command did not start). The nonce is fresh per
+//! connection, so a recorded Auth is worthless on any other.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The largest payload a frame may carry: bounds what a peer can make the
+/// other side buffer. Output is sent in smaller pieces.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Bytes before the payload.
+pub const HEADER: usize = 5;
+
+/// The protocol version in Hello.
+pub const VERSION: u8 = 1;
+
+/// Hello flag: the client must prove it holds the token.
+pub const FLAG_TOKEN: u8 = 1;
+/// Hello flag: Shell frames are allowed.
+pub const FLAG_SHELL: u8 = 2;
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+    /// It ran past `--timeout`; its process group was killed.
+    TimedOut,
+    /// It never started: 126 (refused, or cannot execute) or 127 (not found),
+    /// as a shell would say.
+    NotStarted(i32),
+}
+
+impl Exit {
+    /// The exit status a client process passes on, as a shell would:
+    /// 128 + signal, 124 for a timeout (as `timeout(1)` does).
+    pub fn status(self) -> i32 {
+        match self {
+            Exit::Code(c) | Exit::NotStarted(c) => c,
+            Exit::Signal(s) => 128 + s,
+            Exit::TimedOut => 124,
+        }
+    }
+}
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The server's greeting.
+    Hello {
+        /// [`FLAG_TOKEN`], [`FLAG_SHELL`].
+        flags: u8,
+        /// The challenge for this connection.
+        nonce: [u8; 32],
+    },
+    /// The client's proof.
+    Auth {
+        /// HMAC-SHA256 of the nonce under the token.
+        mac: [u8; 32],
+    },
+    /// Authenticated.
+    Ready,
+    /// Run a program: argv, no shell.
+    Run(Vec<Vec<u8>>),
+    /// Run a shell line.
+    Shell(Vec<u8>),
+    /// Standard output.
+    Stdout(Bytes),
+    /// Standard error.
+    Stderr(Bytes),
+    /// The command ended.
+    Exit(Exit),
+    /// A refusal.
+    Error(String),
+    /// Something to tell the user.
+    Notice(String),
+}
+
+/// Bytes that are not a valid frame. The connection cannot continue: where
+/// the next frame starts is unknown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A length over [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A type byte no frame has.
+    #[error("unknown frame type {0} (not a sockit exec peer?)")]
+    UnknownType(u8),
+    /// A payload that does not fit its type.
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
+}
+
+impl Frame {
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => 1,
+            Frame::Auth { .. } => 2,
+            Frame::Ready => 3,
+            Frame::Run(_) => 4,
+            Frame::Shell(_) => 5,
+            Frame::Stdout(_) => 6,
+            Frame::Stderr(_) => 7,
+            Frame::Exit(_) => 8,
+            Frame::Error(_) => 9,
+            Frame::Notice(_) => 10,
+        }
+    }
+
+    /// Appends the encoded frame to `out`. A payload over [`MAX_FRAME`] is
+    /// the caller's bug; senders keep their pieces smaller.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u8(self.kind());
+        out.put_u32(0);
+        match self {
+            Frame::Hello { flags, nonce } => {
+                out.put_u8(VERSION);
+                out.put_u8(*flags);
+                out.put_slice(nonce);
+            }
+            Frame::Auth { mac } => out.put_slice(mac),
+            Frame::Ready => {}
+            Frame::Run(argv) => {
+                out.put_u32(argv.len() as u32);
+                for arg in argv {
+                    out.put_u32(arg.len() as u32);
+                    out.put_slice(arg);
+                }
+            }
+            Frame::Shell(b) => out.put_slice(b),
+            Frame::Stdout(b) | Frame::Stderr(b) => out.put_slice(b),
+            Frame::Exit(exit) => {
+                let (kind, value) = match *exit {
+                    Exit::Code(c) => (0, c),
+                    Exit::Signal(s) => (1, s),
+                    Exit::TimedOut => (2, 0),
+                    Exit::NotStarted(c) => (3, c),
+                };
+                out.put_u8(kind);
+                out.put_i32(value);
+            }
+            Frame::Error(t) | Frame::Notice(t) => out.put_slice(t.as_bytes()),
+        }
+        let len = (out.len() - start - HEADER) as u32;
+        out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// Takes one frame off the front of `buf`: `Ok(None)` until a whole frame
+/// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
+/// the bytes.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    if buf.len() < HEADER {
+        return Ok(None);
+    }
+    let kind = buf[0];
+    if !(1..=10).contains(&kind) {
+        return Err(WireError::UnknownType(kind));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if buf.len() < HEADER + len {
+        buf.reserve(HEADER + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER);
+    let payload = buf.split_to(len).freeze();
+    parse(kind, payload).map(Some)
+}
+
+fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
+    let text = |p: Bytes, name| String::from_utf8(p.to_vec()).map_err(|_| WireError::Malformed(name));
+    Ok(match kind {
+        1 => {
+            if p.len() != 34 || p[0] != VERSION {
+                return Err(WireError::Malformed("hello (another protocol version?)"));
+            }
+            Frame::Hello { flags: p[1], nonce: p[2..].try_into().expect("34 - 2 bytes") }
+        }
+        2 => Frame::Auth { mac: p.as_ref().try_into().map_err(|_| WireError::Malformed("auth"))? },
+        3 if p.is_empty() => Frame::Ready,
+        3 => return Err(WireError::Malformed("ready")),
+        4 => {
+            let bad = WireError::Malformed("run");
+            if p.remaining() < 4 {
+                return Err(bad);
+            }
+            let argc = p.get_u32() as usize;
+            // Each argument takes at least its 4-byte length: a count that
+            // cannot fit is rejected before anything is allocated for it.
+            if argc > p.remaining() / 4 {
+                return Err(bad);
+            }
+            let mut argv = Vec::with_capacity(argc);
+            for _ in 0..argc {
+                if p.remaining() < 4 {
+                    return Err(bad);
+                }
+                let n = p.get_u32() as usize;
+                if n > p.remaining() {
+                    return Err(bad);
+                }
+                argv.push(p.split_to(n).to_vec());
+            }
+            if p.has_remaining() {
+                return Err(bad);
+            }
+            Frame::Run(argv)
+        }
+        5 => Frame::Shell(p.to_vec()),
+        6 => Frame::Stdout(p),
+        7 => Frame::Stderr(p),
+        8 => {
+            if p.len() != 5 {
+                return Err(WireError::Malformed("exit"));
+            }
+            let (k, v) = (p.get_u8(), p.get_i32());
+            Frame::Exit(match k {
+                0 => Exit::Code(v),
+                1 => Exit::Signal(v),
+                2 => Exit::TimedOut,
+                3 => Exit::NotStarted(v),
+                _ => return Err(WireError::Malformed("exit")),
+            })
+        }
+        9 => Frame::Error(text(p, "error")?),
+        10 => Frame::Notice(text(p, "notice")?),
+        _ => return Err(WireError::UnknownType(kind)),
+    })
+}
+
+/// The proof a client sends for `nonce`: HMAC-SHA256 under the token.
+pub fn proof(token: &[u8], nonce: &[u8; 32]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(b"sockit-exec-v1");
+    ctx.update(nonce);
+    ctx.sign().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// Checks a client's proof in constant time.
+pub fn verify(token: &[u8], nonce: &[u8; 32], mac: &[u8; 32]) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token);
+    let mut msg = Vec::with_capacity(14 + 32);
+    msg.extend_from_slice(b"sockit-exec-v1");
+    msg.extend_from_slice(nonce);
+    ring::hmac::verify(&key, &msg, mac).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(f: &Frame) -> Frame {
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf);
+        let got = decode(&mut buf).unwrap().unwrap();
+        assert!(buf.is_empty());
+        got
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let frames = [
+            Frame::Hello { flags: FLAG_TOKEN | FLAG_SHELL, nonce: [9; 32] },
+            Frame::Auth { mac: [1; 32] },
+            Frame::Ready,
+            Frame::Run(vec![b"ls".to_vec(), b"-l".to_vec(), vec![], vec![0xff, b';']]),
+            Frame::Run(vec![]),
+            Frame::Shell(b"echo hi; touch x".to_vec()),
+            Frame::Stdout(Bytes::from_static(b"\x00\x01binary")),
+            Frame::Stderr(Bytes::new()),
+            Frame::Exit(Exit::Code(3)),
+            Frame::Exit(Exit::Signal(9)),
+            Frame::Exit(Exit::TimedOut),
+            Frame::Exit(Exit::NotStarted(127)),
+            Frame::Error("not allowed".into()),
+            Frame::Notice("truncated".into()),
+        ];
+        for f in &frames {
+            assert_eq!(&round_trip(f), f);
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_and_bad_ones_fail() {
+        let mut whole = BytesMut::new();
+        Frame::Shell(b"uptime".to_vec()).encode(&mut whole);
+        for cut in 0..whole.len() {
+            let mut part = BytesMut::from(&whole[..cut]);
+            assert_eq!(decode(&mut part), Ok(None), "cut at {cut}");
+            assert_eq!(part.len(), cut, "nothing consumed");
+        }
+        let mut big = BytesMut::from(&[6u8, 0xff, 0xff, 0xff, 0xff][..]);
+        assert_eq!(decode(&mut big), Err(WireError::TooLarge(u32::MAX as usize)));
+        let mut http = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert!(matches!(decode(&mut http), Err(WireError::UnknownType(b'G'))));
+        // argc claims more arguments than the payload can hold.
+        let mut lying = BytesMut::from(&[4u8, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff][..]);
+        assert_eq!(decode(&mut lying), Err(WireError::Malformed("run")));
+        let mut bad_utf8 = BytesMut::from(&[9u8, 0, 0, 0, 1, 0xff][..]);
+        assert_eq!(decode(&mut bad_utf8), Err(WireError::Malformed("error")));
+    }
+
+    #[test]
+    fn proofs_bind_token_and_nonce() {
+        let mac = proof(b"secret", &[1; 32]);
+        assert!(verify(b"secret", &[1; 32], &mac));
+        assert!(!verify(b"secret", &[2; 32], &mac), "a replayed proof fails on a fresh nonce");
+        assert!(!verify(b"Secret", &[1; 32], &mac));
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+        prop_oneof![
+            (any::<u8>(), any::<[u8; 32]>()).prop_map(|(flags, nonce)| Frame::Hello { flags, nonce }),
+            any::<[u8; 32]>().prop_map(|mac| Frame::Auth { mac }),
+            Just(Frame::Ready),
+            proptest::collection::vec(bytes(), 0..8).prop_map(Frame::Run),
+            bytes().prop_map(Frame::Shell),
+            bytes().prop_map(|b| Frame::Stdout(b.into())),
+            bytes().prop_map(|b| Frame::Stderr(b.into())),
+            any::<i32>().prop_map(|c| Frame::Exit(Exit::Code(c))),
+            any::<i32>().prop_map(|s| Frame::Exit(Exit::Signal(s))),
+            any::<i32>().prop_map(|c| Frame::Exit(Exit::NotStarted(c))),
+            Just(Frame::Exit(Exit::TimedOut)),
+            ".{0,40}".prop_map(Frame::Error),
+            ".{0,40}".prop_map(Frame::Notice),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn streams_of_frames_decode_in_any_split(frames in proptest::collection::vec(frame(), 1..8), cut in any::<prop::sample::Index>()) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                f.encode(&mut wire);
+            }
+            let cut = cut.index(wire.len() + 1);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&wire[cut..]);
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            prop_assert_eq!(got, frames);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode(&mut buf) {}
+            prop_assert!(buf.capacity() <= MAX_FRAME + HEADER + bytes.len());
+        }
+    }
+}
