@@ -245,7 +245,7 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
             Frame::Exit(match k {
                 0 => Exit::Code(v),
                 1 => Exit::Signal(v),
-                2 => Exit::TimedOut,
+                2 if v == 0 => Exit::TimedOut,
                 3 => Exit::NotStarted(v),
                 _ => return Err(WireError::Malformed("exit")),
             })
@@ -326,6 +326,9 @@ mod tests {
         // argc claims more arguments than the payload can hold.
         let mut lying = BytesMut::from(&[4u8, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff][..]);
         assert_eq!(decode(&mut lying), Err(WireError::Malformed("run")));
+        // One encoding per frame: a timeout carries no value.
+        let mut odd_exit = BytesMut::from(&[8u8, 0, 0, 0, 5, 2, 0, 0, 8, 7][..]);
+        assert_eq!(decode(&mut odd_exit), Err(WireError::Malformed("exit")));
         let mut bad_utf8 = BytesMut::from(&[9u8, 0, 0, 0, 1, 0xff][..]);
         assert_eq!(decode(&mut bad_utf8), Err(WireError::Malformed("error")));
     }
