@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
-use super::tls_args::TlsServerArgs;
+use super::tls_args::{AclArgs, TlsServerArgs};
 use crate::endpoint::Endpoint;
 use crate::logging;
 
@@ -40,6 +40,10 @@ pub struct ListenArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsServerArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub acl: AclArgs,
 }
 
 /// Runs `sockit listen`.
@@ -52,11 +56,18 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     tokio::pin!(signal);
     let listener = args.endpoint.bind_listener(args.tls.server(&[&args.endpoint])?).await?;
     logging::listening(&listener.local_endpoint()?, "listen");
+    let acl = args.acl.acl();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => r?,
             _ = &mut signal => return Ok(0),
         };
+        if let crate::Peer::Ip(addr) = peer
+            && !acl.allows(addr.ip())
+        {
+            warn!(%peer, "refused: address not allowed (--allow/--deny)");
+            continue;
+        }
         let stream = match listener.tls() {
             Some(tls) => match tls.accept_stream(stream).await {
                 Ok(s) => s,

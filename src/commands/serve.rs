@@ -185,7 +185,7 @@ pub struct ExecArgs {
     #[arg(long)]
     pub shell: bool,
 
-    /// Exec: a program clients may run (argv[0] as sent, e.g. uptime or
+    /// Exec: a program clients may run (the command's first word exactly as sent, e.g. uptime or
     /// /usr/bin/df); repeatable. Without it, any program may run.
     #[arg(long, value_name = "PROGRAM")]
     pub allow_cmd: Vec<String>,

@@ -12,7 +12,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Progress, Report, histogram, thousands};
+use crate::commands::tls_args::TlsVerifyArgs;
 use crate::endpoint::Endpoint;
+use crate::tls::ClientTls;
 use crate::units::{parse_duration, parse_usize_size};
 
 /// How long a reply may take before it counts as an error.
@@ -37,6 +39,10 @@ pub struct EchoArgs {
     /// Messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     pub depth: usize,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsVerifyArgs,
 }
 
 #[derive(Default)]
@@ -56,16 +62,17 @@ pub(super) async fn run(args: EchoArgs) -> anyhow::Result<Report> {
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + args.duration;
+    let tls = args.tls.client(&args.endpoint)?;
     let progress = Progress::start("msgs", count.clone(), args.duration);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.conns {
-        let (ep, count) = (args.endpoint.clone(), count.clone());
+        let (ep, count, tls) = (args.endpoint.clone(), count.clone(), tls.clone());
         let (size, depth) = (args.size, args.depth);
         tasks.spawn(async move {
             if ep.is_datagram() {
                 udp_worker(ep, size, depth, deadline, count).await
             } else {
-                stream_worker(ep, size, depth, deadline, count).await
+                stream_worker(ep, tls, size, depth, deadline, count).await
             }
         });
     }
@@ -117,9 +124,16 @@ fn message(size: usize) -> Vec<u8> {
     m
 }
 
-async fn stream_worker(ep: Endpoint, size: usize, depth: usize, deadline: Instant, count: Arc<AtomicU64>) -> Tally {
+async fn stream_worker(
+    ep: Endpoint,
+    tls: Option<ClientTls>,
+    size: usize,
+    depth: usize,
+    deadline: Instant,
+    count: Arc<AtomicU64>,
+) -> Tally {
     let mut t = Tally::default();
-    let mut s = match ep.connect(Some(REPLY_TIMEOUT)).await {
+    let mut s = match ep.connect_with(Some(REPLY_TIMEOUT), tls.as_ref()).await {
         Ok(s) => s,
         Err(_) => {
             t.failed = 1;

@@ -10,7 +10,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Progress, Report, thousands};
+use crate::commands::tls_args::TlsVerifyArgs;
 use crate::endpoint::Endpoint;
+use crate::tls::ClientTls;
 use crate::units::parse_size;
 
 const CHUNK: usize = 256 * 1024;
@@ -31,18 +33,23 @@ pub struct StreamArgs {
     /// Parallel streams, sharing --bytes.
     #[arg(short = 'c', long, default_value_t = 1)]
     pub conns: usize,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsVerifyArgs,
 }
 
 pub(super) async fn run(args: StreamArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(args.conns > 0, "conns must be at least 1");
     let moved = Arc::new(AtomicU64::new(0));
+    let tls = args.tls.client(&args.endpoint)?;
     let progress = Progress::start("bytes", moved.clone(), Duration::ZERO);
     let share = args.bytes / args.conns as u64;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.conns {
-        let (ep, moved, recv) = (args.endpoint.clone(), moved.clone(), args.recv);
-        tasks.spawn(async move { one(ep, share, recv, moved).await });
+        let (ep, moved, recv, tls) = (args.endpoint.clone(), moved.clone(), args.recv, tls.clone());
+        tasks.spawn(async move { one(ep, tls, share, recv, moved).await });
     }
     let mut errors = Vec::new();
     while let Some(r) = tasks.join_next().await {
@@ -65,8 +72,14 @@ pub(super) async fn run(args: StreamArgs) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-async fn one(ep: Endpoint, bytes: u64, recv: bool, moved: Arc<AtomicU64>) -> anyhow::Result<()> {
-    let stream = ep.connect(Some(Duration::from_secs(5))).await?;
+async fn one(
+    ep: Endpoint,
+    tls: Option<ClientTls>,
+    bytes: u64,
+    recv: bool,
+    moved: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let stream = ep.connect_with(Some(Duration::from_secs(5)), tls.as_ref()).await?;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; CHUNK];
     if recv {

@@ -6,8 +6,8 @@
 //!
 //! | type | name   | way | payload |
 //! |------|--------|-----|---------|
-//! | 1 | Hello  | S→C | version:u8 = 1, flags:u8 (1 = token needed, 2 = shell lines allowed), nonce[32] |
-//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce) [32] |
+//! | 1 | Hello  | S→C | version:u8 = 1, flags:u8 (1 = token needed, 2 = shell lines allowed), nonce: 32 bytes |
+//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce): 32 bytes |
 //! | 3 | Ready  | S→C | empty: authenticated, send a command |
 //! | 4 | Run    | C→S | argc:u32, then argc × (length:u32, bytes): the argv, no shell |
 //! | 5 | Shell  | C→S | a line for `/bin/sh -c` (only if the server allows) |
