@@ -152,6 +152,15 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (bounded) for `pid` to be gone; fails with `what` if it lives on.
+fn wait_dead(pid: u32, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn timeout_kills_the_whole_process_group() {
     let srv = server(&["--timeout", "1s"]);
@@ -162,11 +171,7 @@ fn timeout_kills_the_whole_process_group() {
     assert!(start.elapsed() < Duration::from_secs(8));
     assert!(text(&out.stderr).contains("timed out"));
     let child: u32 = text(&out.stdout).trim().parse().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while alive(child) {
-        assert!(Instant::now() < deadline, "background sleep {child} survived the timeout");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dead(child, "the background sleep survived the timeout");
 }
 
 #[test]
@@ -179,11 +184,7 @@ fn client_leaving_kills_the_command() {
     let pid: u32 = client.read_stdout_until("\n").trim().parse().unwrap();
     assert!(alive(pid));
     client.signal("KILL");
-    let deadline = Instant::now() + WAIT;
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "the command outlived its client");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dead(pid, "the command outlived its client");
 }
 
 #[test]

@@ -6,8 +6,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::pipe::StdinPump;
 use super::serve::trim_newline;
@@ -15,6 +14,7 @@ use super::tls_args::TlsClientArgs;
 use crate::conn::Stream;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::services::exec::FrameStream;
 use crate::services::exec::wire::{self, Exit, FLAG_SHELL, FLAG_TOKEN, Frame};
 use crate::units::parse_duration;
 
@@ -67,27 +67,16 @@ pub struct ExecArgs {
 }
 
 struct Client {
-    stream: Stream,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    frames: FrameStream<Stream>,
 }
 
 impl Client {
     async fn recv(&mut self) -> anyhow::Result<Option<Frame>> {
-        loop {
-            if let Some(f) = wire::decode(&mut self.rbuf).map_err(|e| anyhow::anyhow!("protocol error: {e}"))? {
-                return Ok(Some(f));
-            }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
-                return Ok(None);
-            }
-        }
+        self.frames.recv().await.map_err(|e| anyhow::anyhow!("protocol error: {e}"))
     }
 
     async fn send(&mut self, f: &Frame) -> std::io::Result<()> {
-        self.wbuf.clear();
-        f.encode(&mut self.wbuf);
-        self.stream.write_all(&self.wbuf).await
+        self.frames.send(f).await
     }
 
     /// Sends one command and relays its output; returns how it ended.
@@ -138,7 +127,7 @@ fn token(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, Error> {
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let tls = args.tls.client(&args.endpoint)?;
     let stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
-    let mut c = Client { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+    let mut c = Client { frames: FrameStream::new(stream) };
     let refused = |why: String| Error::Auth(format!("{} refused: {why}", args.endpoint));
     let silent =
         || anyhow::anyhow!("{} sent no greeting within {:?}: is it a sockit exec server?", args.endpoint, args.wait);

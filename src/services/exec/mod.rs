@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tracing::{info, warn};
 
@@ -77,21 +77,28 @@ impl Exec {
     }
 }
 
-/// A frame reader and writer over one connection.
-struct Session {
-    conn: Conn,
+/// Frames over any byte stream: the server's side and the client's.
+#[derive(Debug)]
+pub struct FrameStream<S> {
+    io: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
 }
 
-impl Session {
-    /// The next frame; `None` at a clean EOF between frames.
-    async fn recv(&mut self) -> io::Result<Option<Frame>> {
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
+    /// Frames over `io`.
+    pub fn new(io: S) -> Self {
+        FrameStream { io, rbuf: BytesMut::new(), wbuf: BytesMut::new() }
+    }
+
+    /// The next frame; `None` at a clean EOF between frames. Bytes that are
+    /// not a frame, or an EOF inside one, are errors.
+    pub async fn recv(&mut self) -> io::Result<Option<Frame>> {
         loop {
             if let Some(f) = wire::decode(&mut self.rbuf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                 return Ok(Some(f));
             }
-            if self.conn.read_buf(&mut self.rbuf).await? == 0 {
+            if self.io.read_buf(&mut self.rbuf).await? == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
@@ -101,24 +108,27 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, f: &Frame) -> io::Result<()> {
+    /// Sends one frame.
+    pub async fn send(&mut self, f: &Frame) -> io::Result<()> {
         self.wbuf.clear();
         f.encode(&mut self.wbuf);
-        self.conn.write_all(&self.wbuf).await
+        self.io.write_all(&self.wbuf).await
     }
 
-    /// Tells the client why, and ends the session with that reason.
+    /// Tells the peer why, and ends the session with that reason.
     async fn refuse(&mut self, why: String) -> io::Result<()> {
         let _ = self.send(&Frame::Error(why.clone())).await;
         Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
     }
 }
 
+type Session = FrameStream<Conn>;
+
 impl Service for Exec {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let peer = conn.peer();
         let by_cert = conn.client_verified();
-        let mut s = Session { conn, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+        let mut s = Session::new(conn);
         let mut nonce = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
             .map_err(|_| io::Error::other("no randomness for a nonce"))?;
@@ -250,7 +260,7 @@ impl Exec {
                 _ = &mut deadline => break None,
                 // The client must wait for Exit: anything it sends now,
                 // EOF included, means it is gone or confused.
-                _ = s.conn.read(&mut probe) => {
+                _ = s.io.read(&mut probe) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left while the command ran; killed it"));
                 }
             };
