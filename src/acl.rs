@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::conn::Peer;
+
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -88,9 +90,12 @@ impl Acl {
             && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
     }
 
-    /// Whether there are any rules at all.
-    pub fn is_open(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
+    /// Whether `peer` may connect; Unix-socket peers always may.
+    pub fn admits(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Ip(addr) => self.allows(addr.ip()),
+            Peer::Unix => true,
+        }
     }
 }
 
@@ -134,6 +139,8 @@ mod tests {
         assert!(!acl.allows(ip("127.0.0.2")));
         assert!(!acl.allows(ip("192.168.0.1")));
         assert!(Acl::default().allows(ip("192.168.0.1")));
+        assert!(acl.admits(Peer::Unix), "file permissions guard Unix sockets");
+        assert!(!acl.admits(Peer::Ip("127.0.0.2:9".parse().unwrap())));
         let deny_only = Acl { allow: vec![], deny: vec!["::1".parse().unwrap()] };
         assert!(!deny_only.allows(ip("::1")) && deny_only.allows(ip("127.0.0.1")));
     }

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::acl::Acl;
-use crate::conn::{Conn, Meter, Peer};
+use crate::conn::{Conn, Meter};
 use crate::endpoint::Listener;
 
 /// Limits every connection of a server is held to. Each has a flag of the
@@ -210,9 +210,7 @@ impl<S: Service> Acceptor<S> {
                     continue;
                 }
             };
-            if let Peer::Ip(addr) = peer
-                && !self.limits.acl.allows(addr.ip())
-            {
+            if !self.limits.acl.admits(peer) {
                 warn!(service = self.name, %peer, "refused: address not allowed (--allow/--deny)");
                 continue;
             }

@@ -44,6 +44,17 @@ pub fn parse_usize_size(s: &str) -> Result<usize, String> {
     parse_size(s).and_then(|n| usize::try_from(n).map_err(|_| format!("size '{s}' is too large")))
 }
 
+/// Writes a byte size the way [`parse_size`] reads it back: `16 MiB`,
+/// `64 KiB`, or `1000 bytes` when no binary unit divides it.
+pub fn format_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +73,10 @@ mod tests {
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("99999999999G").is_err());
+        for n in [0, 1000, 4096, 16 << 20, 3 << 30, (1 << 20) + 1] {
+            let text = format_size(n);
+            assert_eq!(parse_size(text.trim_end_matches("bytes")).unwrap(), n, "{text}");
+        }
+        assert_eq!(format_size(16 << 20), "16 MiB");
     }
 }

@@ -62,9 +62,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
             r = listener.accept() => r?,
             _ = &mut signal => return Ok(0),
         };
-        if let crate::Peer::Ip(addr) = peer
-            && !acl.allows(addr.ip())
-        {
+        if !acl.admits(peer) {
             warn!(%peer, "refused: address not allowed (--allow/--deny)");
             continue;
         }

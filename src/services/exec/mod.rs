@@ -264,10 +264,7 @@ impl Exec {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left while the command ran; killed it"));
                 }
             };
-            let (n, is_out) = match piece {
-                Ok(x) => x,
-                Err(e) => return Err(e),
-            };
+            let (n, is_out) = piece?;
             if n == 0 {
                 if is_out {
                     out = None
@@ -288,7 +285,7 @@ impl Exec {
             }
             if take < n {
                 truncated = true;
-                let cap = humantime_bytes(self.config.max_output);
+                let cap = crate::units::format_size(self.config.max_output);
                 s.send(&Frame::Notice(format!("output truncated at {cap} (--max-output); the rest was dropped")))
                     .await?;
             }
@@ -330,14 +327,6 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -
     match pipe {
         Some(p) => p.read(buf).await,
         None => std::future::pending().await,
-    }
-}
-
-fn humantime_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} bytes"),
     }
 }
 
