@@ -39,6 +39,8 @@
 //! - [`endpoint`]: parsing, display, binding and connecting every address kind.
 //! - [`conn`]: the stream a service reads and writes — TCP, Unix and TLS
 //!   look the same — metered for logs and idle detection.
+//! - [`frames`]: typed frames over a stream for the framed protocols;
+//!   [`auth`]: the token challenge–response they share.
 //! - [`tls`]: certificates, fingerprints, and the TLS sessions behind
 //!   `tls://` endpoints; [`acl`]: `--allow`/`--deny` address rules.
 //! - [`lines`]: newline framing with a size limit, also serving clients that
@@ -55,12 +57,14 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
 pub mod forward;
+pub mod frames;
 pub mod lines;
 pub mod logging;
 pub mod server;

@@ -9,13 +9,12 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::pipe::StdinPump;
-use super::serve::trim_newline;
 use super::tls_args::TlsClientArgs;
+use crate::auth;
 use crate::conn::Stream;
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::services::exec::FrameStream;
-use crate::services::exec::wire::{self, Exit, FLAG_SHELL, FLAG_TOKEN, Frame};
+use crate::frames::FrameStream;
+use crate::services::exec::wire::{Exit, FLAG_SHELL, Frame};
 use crate::units::parse_duration;
 
 /// Arguments of `sockit exec`.
@@ -67,7 +66,7 @@ pub struct ExecArgs {
 }
 
 struct Client {
-    frames: FrameStream<Stream>,
+    frames: FrameStream<Stream, Frame>,
 }
 
 impl Client {
@@ -113,50 +112,12 @@ async fn write_or_quit(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) -> std::io::
     }
 }
 
-fn token(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, Error> {
-    match (file, std::env::var_os("SOCKIT_TOKEN")) {
-        (Some(path), _) => std::fs::read(path)
-            .map(|t| Some(trim_newline(t)))
-            .map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display()))),
-        (None, Some(v)) => Ok(Some(v.into_vec())),
-        (None, None) => Ok(None),
-    }
-}
-
 /// Runs `sockit exec`.
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let tls = args.tls.client(&args.endpoint)?;
     let stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
     let mut c = Client { frames: FrameStream::new(stream) };
-    let refused = |why: String| Error::Auth(format!("{} refused: {why}", args.endpoint));
-    let silent =
-        || anyhow::anyhow!("{} sent no greeting within {:?}: is it a sockit exec server?", args.endpoint, args.wait);
-    let hello = tokio::time::timeout(args.wait, c.recv()).await.map_err(|_| silent())?;
-    let flags = match hello? {
-        Some(Frame::Hello { flags, nonce }) => {
-            if flags & FLAG_TOKEN != 0 {
-                let Some(token) = token(args.token_file.as_ref())? else {
-                    return Err(Error::Usage(
-                        "the server asks for the exec token: give --token-file FILE or set SOCKIT_TOKEN".into(),
-                    )
-                    .into());
-                };
-                c.send(&Frame::Auth { mac: wire::proof(&token, &nonce) }).await?;
-            }
-            flags
-        }
-        Some(Frame::Error(why)) => return Err(refused(why).into()),
-        Some(_) => anyhow::bail!("{} is not a sockit exec server", args.endpoint),
-        None => anyhow::bail!("{} closed the connection at once: is it a sockit exec server?", args.endpoint),
-    };
-    // The server may hold a wrong guess back for up to 30 s before it says so.
-    let verdict = tokio::time::timeout(Duration::from_secs(40) + args.wait, c.recv()).await.map_err(|_| silent())?;
-    match verdict? {
-        Some(Frame::Ready) => {}
-        Some(Frame::Error(why)) => return Err(refused(why).into()),
-        Some(_) => anyhow::bail!("protocol error: expected the server to accept or refuse"),
-        None => return Err(refused("it closed the connection".into()).into()),
-    }
+    let flags = auth::login(&mut c.frames, &args.endpoint, args.token_file.as_deref(), args.wait).await?;
     if let Some(line) = args.shell {
         return Ok(c.run(Frame::Shell(line.into_bytes())).await?.status());
     }

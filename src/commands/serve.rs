@@ -217,17 +217,8 @@ pub struct ExecArgs {
 impl ExecArgs {
     /// The exec configuration, checked against where exec will listen.
     pub async fn config(&self, endpoints: &[&Endpoint], client_ca: bool) -> Result<ExecConfig, Error> {
-        let token = match (&self.token_file, std::env::var_os("SOCKIT_TOKEN")) {
-            (Some(path), _) => {
-                let text =
-                    std::fs::read(path).map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display())))?;
-                Some(trim_newline(text))
-            }
-            (None, Some(v)) => Some(std::os::unix::ffi::OsStringExt::into_vec(v)),
-            (None, None) => None,
-        };
+        let token = crate::auth::read_token(self.token_file.as_deref())?;
         match &token {
-            Some(t) if t.is_empty() => return Err(Error::Usage("the exec token is empty".into())),
             Some(t) if t.len() < 16 => warn!("the exec token is {} bytes: use at least 16 random ones", t.len()),
             _ => {}
         }
@@ -274,14 +265,6 @@ impl ExecArgs {
             max_output: self.max_output,
         })
     }
-}
-
-/// A token file's text without its final newline.
-pub fn trim_newline(mut text: Vec<u8>) -> Vec<u8> {
-    while text.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        text.pop();
-    }
-    text
 }
 
 impl ServeArgs {

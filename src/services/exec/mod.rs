@@ -13,23 +13,22 @@
 
 pub mod wire;
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::net::IpAddr;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tracing::{info, warn};
+use tracing::info;
 
-use self::wire::{Exit, FLAG_SHELL, FLAG_TOKEN, Frame};
-use crate::{Conn, Peer, Service};
+use self::wire::{Exit, FLAG_SHELL, Frame};
+use crate::auth::{self, Throttle};
+use crate::frames::FrameStream;
+use crate::{Conn, Service};
 
 /// Default for [`ExecConfig::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,8 +36,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
 /// The `PATH` commands get when `--env PATH` does not pass the server's on.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// How long a client has to authenticate.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output is read and sent in pieces of at most this much.
 const CHUNK: usize = 64 * 1024;
 
@@ -77,101 +74,15 @@ impl Exec {
     }
 }
 
-/// Frames over any byte stream: the server's side and the client's.
-#[derive(Debug)]
-pub struct FrameStream<S> {
-    io: S,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
-    /// Frames over `io`.
-    pub fn new(io: S) -> Self {
-        FrameStream { io, rbuf: BytesMut::new(), wbuf: BytesMut::new() }
-    }
-
-    /// The next frame; `None` at a clean EOF between frames. Bytes that are
-    /// not a frame, or an EOF inside one, are errors.
-    pub async fn recv(&mut self) -> io::Result<Option<Frame>> {
-        loop {
-            if let Some(f) = wire::decode(&mut self.rbuf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
-                return Ok(Some(f));
-            }
-            if self.io.read_buf(&mut self.rbuf).await? == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame"))
-                };
-            }
-        }
-    }
-
-    /// Sends one frame.
-    pub async fn send(&mut self, f: &Frame) -> io::Result<()> {
-        self.wbuf.clear();
-        f.encode(&mut self.wbuf);
-        self.io.write_all(&self.wbuf).await
-    }
-
-    /// Tells the peer why, and ends the session with that reason.
-    async fn refuse(&mut self, why: String) -> io::Result<()> {
-        let _ = self.send(&Frame::Error(why.clone())).await;
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
-    }
-}
-
-type Session = FrameStream<Conn>;
+type Session = FrameStream<Conn, Frame>;
 
 impl Service for Exec {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
-        let peer = conn.peer();
-        let by_cert = conn.client_verified();
         let mut s = Session::new(conn);
-        let mut nonce = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-            .map_err(|_| io::Error::other("no randomness for a nonce"))?;
-        let mut flags = if self.config.shell { FLAG_SHELL } else { 0 };
-        match &self.config.token {
-            Some(_) => flags |= FLAG_TOKEN,
-            None if by_cert => {}
-            None => {
-                return s
-                    .refuse(
-                        "this server admits TLS client certificates only: connect with tls:// and --tls-cert/--tls-key"
-                            .into(),
-                    )
-                    .await;
-            }
+        let flags = if self.config.shell { FLAG_SHELL } else { 0 };
+        if !auth::accept(&mut s, self.config.token.as_deref(), &self.throttle, flags).await? {
+            return Ok(());
         }
-        s.send(&Frame::Hello { flags, nonce }).await?;
-        if let Some(token) = &self.config.token {
-            let reply = tokio::time::timeout(AUTH_TIMEOUT, s.recv()).await;
-            let mac = match reply {
-                Ok(Ok(Some(Frame::Auth { mac }))) => mac,
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Ok(Some(_))) => return s.refuse("expected authentication first".into()).await,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return s.refuse("authentication timed out".into()).await,
-            };
-            let ip = match peer {
-                Peer::Ip(a) => Some(a.ip().to_canonical()),
-                Peer::Unix => None,
-            };
-            // Earlier failures from this address make every attempt wait,
-            // so parallel guesses gain nothing.
-            tokio::time::sleep(self.throttle.penalty(ip)).await;
-            if !wire::verify(token, &nonce, &mac) {
-                let wait = self.throttle.failed(ip);
-                warn!(%peer, next_wait_ms = wait.as_millis() as u64, "authentication failed: wrong token");
-                tokio::time::sleep(wait).await;
-                return s.refuse("authentication failed: wrong token".into()).await;
-            }
-            self.throttle.succeeded(ip);
-        }
-        info!(by = if by_cert { "certificate" } else { "token" }, "authenticated");
-        s.send(&Frame::Ready).await?;
         while let Some(frame) = s.recv().await? {
             let command = match frame {
                 Frame::Run(argv) => self.argv_command(argv),
@@ -179,7 +90,7 @@ impl Service for Exec {
                 Frame::Shell(_) => {
                     Err("this server runs commands as argv only (it was not started with --shell)".to_string())
                 }
-                other => return s.refuse(format!("unexpected {other:?} frame: expected a command")).await,
+                other => return auth::refuse(&mut s, format!("unexpected {other:?} frame: expected a command")).await,
             };
             match command {
                 Ok(cmd) => self.run(&mut s, cmd).await?,
@@ -260,7 +171,7 @@ impl Exec {
                 _ = &mut deadline => break None,
                 // The client must wait for Exit: anything it sends now,
                 // EOF included, means it is gone or confused.
-                _ = s.io.read(&mut probe) => {
+                _ = s.io_mut().read(&mut probe) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left while the command ran; killed it"));
                 }
             };
@@ -327,95 +238,5 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -
     match pipe {
         Some(p) => p.read(buf).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Failed authentications per address, and the wait they earn: 250 ms
-/// after the first, doubling to at most 30 s; forgotten 15 minutes after
-/// the last failure, or at the first success.
-#[derive(Debug, Default)]
-struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Addresses remembered at most: past it, expired entries go, and if that
-/// is not enough, the oldest half.
-const MAX_REMEMBERED: usize = 10_000;
-
-impl Throttle {
-    fn wait_for(count: u32) -> Duration {
-        match count {
-            0 => Duration::ZERO,
-            n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 1)).min(Duration::from_secs(30)),
-        }
-    }
-
-    /// The wait an attempt from `ip` serves before it is checked.
-    fn penalty(&self, ip: Option<IpAddr>) -> Duration {
-        let Some(ip) = ip else { return Duration::ZERO };
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&ip) {
-            Some(&(n, at)) if at.elapsed() < FORGET_AFTER => Self::wait_for(n),
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// Records a failure; returns the wait it earns.
-    fn failed(&self, ip: Option<IpAddr>) -> Duration {
-        let Some(ip) = ip else { return Self::wait_for(1) };
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_REMEMBERED {
-            map.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
-            if map.len() >= MAX_REMEMBERED {
-                let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
-                times.sort();
-                let median = times[times.len() / 2];
-                map.retain(|_, (_, at)| *at >= median);
-            }
-        }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FORGET_AFTER {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-        Self::wait_for(entry.0)
-    }
-
-    fn succeeded(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waits_grow_per_address_and_reset() {
-        let t = Throttle::default();
-        let a: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
-        let b: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
-        assert_eq!(t.penalty(a), Duration::ZERO);
-        let waits: Vec<_> = (0..9).map(|_| t.failed(a)).collect();
-        assert_eq!(waits[0], Duration::from_millis(250));
-        assert_eq!(waits[1], Duration::from_millis(500));
-        assert_eq!(waits[8], Duration::from_secs(30), "capped");
-        assert_eq!(t.penalty(a), Duration::from_secs(30));
-        assert_eq!(t.penalty(b), Duration::ZERO, "per address");
-        t.succeeded(a);
-        assert_eq!(t.penalty(a), Duration::ZERO);
-    }
-
-    #[test]
-    fn memory_is_bounded() {
-        let t = Throttle::default();
-        for i in 0..(MAX_REMEMBERED as u32 + 10) {
-            t.failed(Some(IpAddr::from(i.to_be_bytes())));
-        }
-        assert!(t.failures.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 }

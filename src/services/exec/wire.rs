@@ -7,7 +7,7 @@
 //! | type | name   | way | payload |
 //! |------|--------|-----|---------|
 //! | 1 | Hello  | S→C | version:u8 = 1, flags:u8 (1 = token needed, 2 = shell lines allowed), nonce: 32 bytes |
-//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce): 32 bytes |
+//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce): 32 bytes (see [`crate::auth`]) |
 //! | 3 | Ready  | S→C | empty: authenticated, send a command |
 //! | 4 | Run    | C→S | argc:u32, then argc × (length:u32, bytes): the argv, no shell |
 //! | 5 | Shell  | C→S | a line for `/bin/sh -c` (only if the server allows) |
@@ -26,6 +26,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub use crate::auth::FLAG_TOKEN;
+use crate::auth::{Handshake, Step};
+
 /// The largest payload a frame may carry: bounds what a peer can make the
 /// other side buffer. Output is sent in smaller pieces.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -36,8 +39,6 @@ pub const HEADER: usize = 5;
 /// The protocol version in Hello.
 pub const VERSION: u8 = 1;
 
-/// Hello flag: the client must prove it holds the token.
-pub const FLAG_TOKEN: u8 = 1;
 /// Hello flag: Shell frames are allowed.
 pub const FLAG_SHELL: u8 = 2;
 
@@ -256,22 +257,47 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     })
 }
 
-/// The proof a client sends for `nonce`: HMAC-SHA256 under the token.
-pub fn proof(token: &[u8], nonce: &[u8; 32]) -> [u8; 32] {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token);
-    let mut ctx = ring::hmac::Context::with_key(&key);
-    ctx.update(b"sockit-exec-v1");
-    ctx.update(nonce);
-    ctx.sign().as_ref().try_into().expect("SHA-256 is 32 bytes")
+impl crate::frames::Wire for Frame {
+    type Error = WireError;
+
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
+        decode(buf)
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        Frame::encode(self, out)
+    }
 }
 
-/// Checks a client's proof in constant time.
-pub fn verify(token: &[u8], nonce: &[u8; 32], mac: &[u8; 32]) -> bool {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token);
-    let mut msg = Vec::with_capacity(14 + 32);
-    msg.extend_from_slice(b"sockit-exec-v1");
-    msg.extend_from_slice(nonce);
-    ring::hmac::verify(&key, &msg, mac).is_ok()
+impl Handshake for Frame {
+    const CONTEXT: &'static [u8] = b"sockit-exec-v1";
+    const SERVER: &'static str = "a sockit exec server";
+
+    fn hello(flags: u8, nonce: [u8; 32]) -> Self {
+        Frame::Hello { flags, nonce }
+    }
+
+    fn auth(mac: [u8; 32]) -> Self {
+        Frame::Auth { mac }
+    }
+
+    fn ready() -> Self {
+        Frame::Ready
+    }
+
+    fn error(why: String) -> Self {
+        Frame::Error(why)
+    }
+
+    fn step(self) -> Step {
+        match self {
+            Frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
+            Frame::Auth { mac } => Step::Auth(mac),
+            Frame::Ready => Step::Ready,
+            Frame::Error(why) => Step::Error(why),
+            _ => Step::Other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -331,14 +357,6 @@ mod tests {
         assert_eq!(decode(&mut odd_exit), Err(WireError::Malformed("exit")));
         let mut bad_utf8 = BytesMut::from(&[9u8, 0, 0, 0, 1, 0xff][..]);
         assert_eq!(decode(&mut bad_utf8), Err(WireError::Malformed("error")));
-    }
-
-    #[test]
-    fn proofs_bind_token_and_nonce() {
-        let mac = proof(b"secret", &[1; 32]);
-        assert!(verify(b"secret", &[1; 32], &mac));
-        assert!(!verify(b"secret", &[2; 32], &mac), "a replayed proof fails on a fresh nonce");
-        assert!(!verify(b"Secret", &[1; 32], &mac));
     }
 
     fn frame() -> impl Strategy<Value = Frame> {
