@@ -107,7 +107,8 @@ pub fn read_token(file: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
 }
 
 /// The server's side: greets with a nonce and `flags`, checks the proof
-/// when there is a token, answers Ready. `Ok(false)` when the client left
+/// when there is a token, answers Ready. With `open`, a server without a
+/// token admits anyone; otherwise only verified TLS clients. `Ok(false)` when the client left
 /// before proving anything; an error (already told to the client) when it
 /// is refused.
 pub async fn accept<F: Handshake>(
@@ -115,6 +116,7 @@ pub async fn accept<F: Handshake>(
     token: Option<&[u8]>,
     throttle: &Throttle,
     mut flags: u8,
+    open: bool,
 ) -> io::Result<bool> {
     let peer = s.io_mut().peer();
     let by_cert = s.io_mut().client_verified();
@@ -123,7 +125,7 @@ pub async fn accept<F: Handshake>(
         .map_err(|_| io::Error::other("no randomness for a nonce"))?;
     match token {
         Some(_) => flags |= FLAG_TOKEN,
-        None if by_cert => {}
+        None if by_cert || open => {}
         None => {
             return refuse(
                 s,

@@ -67,6 +67,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run a command on a `sockit serve exec` server, output streamed back.
     Exec(crate::commands::exec::ExecArgs),
+    /// Send files and directories to a `sockit serve files` server:
+    /// verified end to end, resumable.
+    Send(crate::commands::send::SendArgs),
     /// Write a self-signed TLS certificate and key, and print its fingerprint.
     Cert(crate::commands::tls_args::CertArgs),
     /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).

@@ -24,27 +24,63 @@ pub trait Wire: Sized {
 /// Frames of `F` over `io`: the server's side and the client's.
 #[derive(Debug)]
 pub struct FrameStream<S, F> {
-    io: S,
-    rbuf: BytesMut,
+    r: FrameReader<S, F>,
     wbuf: BytesMut,
-    wire: PhantomData<fn() -> F>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, F: Wire> FrameStream<S, F> {
     /// Frames over `io`.
     pub fn new(io: S) -> Self {
-        FrameStream { io, rbuf: BytesMut::new(), wbuf: BytesMut::new(), wire: PhantomData }
+        FrameStream { r: FrameReader::new(io, BytesMut::new()), wbuf: BytesMut::new() }
+    }
+
+    /// The next frame; see [`FrameReader::recv`].
+    pub async fn recv(&mut self) -> io::Result<Option<F>> {
+        self.r.recv().await
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, f: &F) -> io::Result<()> {
+        self.wbuf.clear();
+        f.encode(&mut self.wbuf);
+        self.r.io.write_all(&self.wbuf).await
+    }
+
+    /// The stream underneath, for bytes outside frames.
+    pub fn io_mut(&mut self) -> &mut S {
+        &mut self.r.io
+    }
+
+    /// The stream, and bytes already read from it that no frame took yet.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.r.io, self.r.buf)
+    }
+}
+
+/// The reading side of frames of `F`, for protocols that also carry raw
+/// bytes between frames.
+#[derive(Debug)]
+pub struct FrameReader<R, F> {
+    io: R,
+    buf: BytesMut,
+    wire: PhantomData<fn() -> F>,
+}
+
+impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
+    /// Frames from `io`, after the bytes already read into `buf`.
+    pub fn new(io: R, buf: BytesMut) -> Self {
+        FrameReader { io, buf, wire: PhantomData }
     }
 
     /// The next frame; `None` at a clean EOF between frames. Bytes that are
     /// not a frame, or an EOF inside one, are errors.
     pub async fn recv(&mut self) -> io::Result<Option<F>> {
         loop {
-            if let Some(f) = F::decode(&mut self.rbuf).map_err(invalid)? {
+            if let Some(f) = F::decode(&mut self.buf).map_err(invalid)? {
                 return Ok(Some(f));
             }
-            if self.io.read_buf(&mut self.rbuf).await? == 0 {
-                return if self.rbuf.is_empty() {
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame"))
@@ -53,23 +89,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin, F: Wire> FrameStream<S, F> {
         }
     }
 
-    /// Sends one frame.
-    pub async fn send(&mut self, f: &F) -> io::Result<()> {
-        self.wbuf.clear();
-        f.encode(&mut self.wbuf);
-        self.io.write_all(&self.wbuf).await
+    /// The next frame; an EOF is an error too.
+    pub async fn expect(&mut self) -> io::Result<F> {
+        self.recv().await?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))
     }
 
-    /// The stream underneath, for bytes outside frames.
-    pub fn io_mut(&mut self) -> &mut S {
-        &mut self.io
+    /// Up to `max` raw bytes (at least one): what is buffered, else one read.
+    pub async fn chunk(&mut self, max: usize) -> io::Result<bytes::Bytes> {
+        if self.buf.is_empty() {
+            self.buf.reserve(max.min(CHUNK));
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside file data"));
+            }
+        }
+        let n = self.buf.len().min(max);
+        Ok(self.buf.split_to(n).freeze())
     }
 
-    /// The stream, and bytes already read from it that no frame took yet.
-    pub fn into_parts(self) -> (S, BytesMut) {
-        (self.io, self.rbuf)
+    /// Exactly `n` raw bytes.
+    pub async fn exact(&mut self, n: usize) -> io::Result<bytes::Bytes> {
+        while self.buf.len() < n {
+            self.buf.reserve(n - self.buf.len());
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside file data"));
+            }
+        }
+        Ok(self.buf.split_to(n).freeze())
     }
 }
+
+/// Raw bytes are read in pieces of at most this much.
+const CHUNK: usize = 1 << 20;
 
 /// A wire error as an I/O error of kind `InvalidData`.
 pub fn invalid(e: impl Display) -> io::Error {

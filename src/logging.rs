@@ -32,7 +32,8 @@ pub fn init(verbosity: i8, format: LogFormat) {
     let base = if format == LogFormat::Json { 1 } else { 0 };
     let level = match verbosity + base {
         i8::MIN..=-1 => "error",
-        0 => "warn",
+        // The files service logs each file it stores even when quiet-ish.
+        0 => "warn,sockit::services::files=info",
         1 => "info",
         2 => "debug",
         _ => "trace",

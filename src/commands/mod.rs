@@ -7,6 +7,7 @@ pub mod exec;
 pub mod listen;
 pub mod pipe;
 pub mod relay;
+pub mod send;
 pub mod serve;
 pub mod tls_args;
 
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(args).await,
         Command::Cert(args) => tls_args::run_cert(args),
         Command::Exec(args) => exec::run(args).await,
+        Command::Send(args) => send::run(args).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);

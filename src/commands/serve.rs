@@ -13,7 +13,10 @@ use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
 use crate::logging;
 use crate::server::{DEFAULT_MAX_CONNS, DEFAULT_MAX_LINE, Limits, Server};
-use crate::services::{Chargen, Chat, Discard, Echo, Exec, ExecConfig, Greet, RawBroker, Stamp, chat};
+use crate::services::files::Policy;
+use crate::services::{
+    Chargen, Chat, Discard, Echo, Exec, ExecConfig, Files, FilesConfig, Greet, RawBroker, Stamp, chat,
+};
 use crate::units::{parse_duration, parse_usize_size};
 
 /// The built-in services.
@@ -35,6 +38,9 @@ pub enum ServiceName {
     /// Runs commands for clients that hold the token (`sockit exec`); port
     /// 7022. Never started unless named.
     Exec,
+    /// Receives files and directories from `sockit send` into --dir,
+    /// verified by BLAKE3, resumable; port 7080.
+    Files,
 }
 
 impl ServiceName {
@@ -48,6 +54,7 @@ impl ServiceName {
             ServiceName::Discard => "discard",
             ServiceName::Chargen => "chargen",
             ServiceName::Exec => "exec",
+            ServiceName::Files => "files",
         }
     }
 
@@ -62,11 +69,15 @@ impl ServiceName {
             ServiceName::Discard => vec![at("tcp://127.0.0.1:7009"), at("udp://127.0.0.1:7009")],
             ServiceName::Chargen => vec![at("tcp://127.0.0.1:7019")],
             ServiceName::Exec => vec![at("tcp://127.0.0.1:7022")],
+            ServiceName::Files => vec![at("tcp://127.0.0.1:7080")],
         }
     }
 
     fn speaks_udp(self) -> bool {
-        !matches!(self, ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat | ServiceName::Exec)
+        !matches!(
+            self,
+            ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat | ServiceName::Exec | ServiceName::Files
+        )
     }
 }
 
@@ -124,7 +135,7 @@ Examples:
 Each listener prints `listening on <endpoint> (<service>)` on stderr when ready.
 Ctrl-C or SIGTERM stops accepting, gives open connections --grace, and exits 0.")]
 pub struct ServeArgs {
-    /// Services to run [default: echo stamp greet].
+    /// Services to run [default: echo stamp greet chat files].
     #[arg(value_enum, value_name = "SERVICE")]
     pub services: Vec<ServiceName>,
 
@@ -164,6 +175,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub files: FilesArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -171,12 +186,53 @@ pub struct ServeArgs {
     pub tls: TlsServerArgs,
 }
 
+/// The files service's flags.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Files")]
+pub struct FilesArgs {
+    /// Files: where received files go (created when missing).
+    #[arg(long, value_name = "DIR", default_value = "received")]
+    pub dir: PathBuf,
+
+    /// Files: replace a file of the same name that differs (identical
+    /// ones are always skipped).
+    #[arg(long, conflicts_with = "rename")]
+    pub overwrite: bool,
+
+    /// Files: store a file whose name is taken as `name (1).ext` (a sender
+    /// may also ask for this with `sockit send --rename`).
+    #[arg(long)]
+    pub rename: bool,
+
+    /// Files: the largest file accepted.
+    #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = crate::units::parse_size)]
+    pub max_size: u64,
+
+    /// Files: partial files of interrupted transfers are kept this long
+    /// for a resume, then deleted.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub partial_ttl: Duration,
+}
+
+impl FilesArgs {
+    /// The files configuration.
+    pub fn config(&self, token: Option<Vec<u8>>) -> FilesConfig {
+        let policy = match (self.overwrite, self.rename) {
+            (true, _) => Policy::Overwrite,
+            (_, true) => Policy::Rename,
+            _ => Policy::Refuse,
+        };
+        FilesConfig { dir: self.dir.clone(), token, policy, max_size: self.max_size, partial_ttl: self.partial_ttl }
+    }
+}
+
 /// The exec service's flags.
 #[derive(Clone, Debug, Default, clap::Args)]
 #[command(next_help_heading = "Exec")]
 pub struct ExecArgs {
-    /// Exec: the secret clients must prove they hold, read from this file
-    /// (or from the SOCKIT_TOKEN variable). It never crosses the wire.
+    /// Exec and files: the secret clients must prove they hold, read from
+    /// this file (or from the SOCKIT_TOKEN variable). It never crosses the
+    /// wire. Exec requires one; files takes one if given.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
@@ -272,7 +328,7 @@ impl ServeArgs {
     pub fn plan(&self) -> Result<Vec<(ServiceName, Endpoint)>, Error> {
         let usage = |msg: String| Err(Error::Usage(msg));
         let services = if self.services.is_empty() {
-            vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet, ServiceName::Chat]
+            vec![ServiceName::Echo, ServiceName::Stamp, ServiceName::Greet, ServiceName::Chat, ServiceName::Files]
         } else {
             self.services.clone()
         };
@@ -345,6 +401,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         true => None,
         false => Some(Arc::new(Exec::new(args.exec.config(&exec_eps, args.tls.tls_client_ca.is_some()).await?))),
     };
+    let files = match plan.iter().any(|(s, _)| *s == ServiceName::Files) {
+        true => {
+            Some(Arc::new(Files::new(args.files.config(crate::auth::read_token(args.exec.token_file.as_deref())?))))
+        }
+        false => None,
+    };
     for (service, endpoint) in plan {
         let name = service.name();
         let bound = if endpoint.is_datagram() {
@@ -354,7 +416,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
                 ServiceName::Discard => server.serve_datagram(socket, name, Arc::new(Discard)),
-                ServiceName::Greet | ServiceName::Chargen | ServiceName::Chat | ServiceName::Exec => {
+                ServiceName::Greet
+                | ServiceName::Chargen
+                | ServiceName::Chat
+                | ServiceName::Exec
+                | ServiceName::Files => {
                     unreachable!("checked by plan()")
                 }
             }
@@ -371,6 +437,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Chat if args.raw => server.serve_stream(listener, name, raw.clone()),
                 ServiceName::Chat => server.serve_stream(listener, name, chat.clone()),
                 ServiceName::Exec => server.serve_stream(listener, name, exec.clone().expect("made for exec")),
+                ServiceName::Files => server.serve_stream(listener, name, files.clone().expect("made for files")),
             }
             local
         };
@@ -395,7 +462,8 @@ mod tests {
     #[test]
     fn default_set() {
         let p = plan(&[]).unwrap();
-        assert_eq!(p.len(), 6);
+        assert_eq!(p.len(), 7);
+        assert!(p.contains(&(ServiceName::Files, "tcp://127.0.0.1:7080".into())));
         assert!(p.contains(&(ServiceName::Chat, "tcp://127.0.0.1:7070".into())));
         assert!(p.contains(&(ServiceName::Greet, "tcp://127.0.0.1:7014".into())));
         assert!(p.contains(&(ServiceName::Stamp, "udp://127.0.0.1:7013".into())));

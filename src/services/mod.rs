@@ -7,6 +7,7 @@ pub mod chat;
 pub mod discard;
 pub mod echo;
 pub mod exec;
+pub mod files;
 pub mod greet;
 pub mod stamp;
 
@@ -14,6 +15,7 @@ pub use chat::{Chat, RawBroker};
 pub use discard::{Chargen, Discard};
 pub use echo::Echo;
 pub use exec::{Exec, ExecConfig};
+pub use files::{Files, FilesConfig};
 pub use greet::Greet;
 pub use stamp::Stamp;
 

@@ -80,7 +80,7 @@ impl Service for Exec {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let mut s = Session::new(conn);
         let flags = if self.config.shell { FLAG_SHELL } else { 0 };
-        if !auth::accept(&mut s, self.config.token.as_deref(), &self.throttle, flags).await? {
+        if !auth::accept(&mut s, self.config.token.as_deref(), &self.throttle, flags, false).await? {
             return Ok(());
         }
         while let Some(frame) = s.recv().await? {

@@ -1,0 +1,545 @@
+//! The files wire format: length-prefixed control frames, with file data
+//! sent raw between them. Pure encode and decode, and the path rules.
+//!
+//! ```text
+//! frame   = type:u8  length:u32 (big-endian)  payload[length]     length ≤ MAX_FRAME
+//! meta    = mode:u32  mtime_secs:i64  mtime_nanos:u32
+//! ```
+//!
+//! | type | name    | way | payload |
+//! |------|---------|-----|---------|
+//! | 1 | Hello   | S→C | version:u8 = 1, flags:u8 (1 = token needed), nonce: 32 bytes |
+//! | 2 | Auth    | C→S | HMAC-SHA256(token, `"sockit-files-v1"` ‖ nonce): 32 bytes (see [`crate::auth`]) |
+//! | 3 | Ready   | S→C | empty: authenticated |
+//! | 4 | Dir     | C→S | meta, path |
+//! | 5 | File    | C→S | size:u64, meta, flags:u8 (1 = store under a new name if taken), path |
+//! | 6 | Send    | S→C | offset:u64: send the file's bytes from here (more than 0 resumes) |
+//! | 7 | Exists  | S→C | BLAKE3 of the file of that name and size already there: 32 bytes |
+//! | 8 | Proceed | C→S | empty: send it anyway (the server's policy decides) |
+//! | 9 | Skip    | C→S | empty: do not send this file |
+//! | 10 | Done   | C→S | BLAKE3 of the whole file: 32 bytes |
+//! | 11 | Stored | S→C | the name it was stored under (differs when renamed) |
+//! | 12 | Same   | S→C | empty: an identical file is already there |
+//! | 13 | Refused | S→C | UTF-8 text: this entry was not stored, and why |
+//! | 14 | Error  | S→C | UTF-8 text: the session cannot go on, and why |
+//! | 15 | End    | C→S | empty: nothing more to send |
+//! | 16 | Bye    | S→C | empty: everything before End is answered |
+//!
+//! Paths are relative, `/`-separated bytes ([`check_path`] says which are
+//! allowed); mode is the Unix permission bits.
+//!
+//! A session: Hello, Auth when the token flag is set, Ready or Error (as in
+//! exec). Then entries, each answered by exactly one final frame (Stored,
+//! Same or Refused), in order, so a sender may pipeline them:
+//! - Dir: the server creates the directory; its mode and time are set at End.
+//! - File of at most [`SMALL`] bytes: the sender sends File, the `size`
+//!   bytes, then Done without waiting for anything.
+//! - A bigger File: the sender waits for the server's first answer. Send:
+//!   the bytes from `offset` to the end, then Done. Exists: Skip, or Proceed
+//!   (answered like a File). Refused: nothing more.
+//!
+//! The server stores a file under its name only after the BLAKE3 it
+//! computed over the whole file matches Done's. End is answered by Bye
+//! after every entry is; then either side closes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub use crate::auth::FLAG_TOKEN;
+use crate::auth::{Handshake, Step};
+
+/// The largest control frame: paths and messages fit well within it.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Bytes before the payload.
+pub const HEADER: usize = 5;
+/// The protocol version in Hello.
+pub const VERSION: u8 = 1;
+/// Files up to this size are sent without waiting for the server: they are
+/// never resumed, and pipelining them is what makes many small files fast.
+pub const SMALL: u64 = 1 << 20;
+/// File flag: if the name is taken, store as `name (1).ext`.
+pub const FLAG_RENAME: u8 = 1;
+/// The longest path accepted, in bytes.
+pub const MAX_PATH: usize = 4096;
+/// The directory inside the receiving directory where partial files wait;
+/// senders cannot write there.
+pub const PARTIAL_DIR: &str = ".sockit-partial";
+
+/// A BLAKE3 hash.
+pub type Hash = [u8; 32];
+
+/// Permissions and modification time of an entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time: seconds since the epoch.
+    pub mtime: i64,
+    /// Modification time: nanoseconds, below 10⁹.
+    pub mtime_ns: u32,
+}
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The server's greeting.
+    Hello {
+        /// [`FLAG_TOKEN`].
+        flags: u8,
+        /// The challenge for this connection.
+        nonce: [u8; 32],
+    },
+    /// The client's proof.
+    Auth {
+        /// HMAC-SHA256 of the nonce under the token.
+        mac: [u8; 32],
+    },
+    /// Authenticated.
+    Ready,
+    /// A directory.
+    Dir {
+        /// Mode and time, set when the session ends.
+        meta: Meta,
+        /// Relative path.
+        path: Vec<u8>,
+    },
+    /// A file follows (or will, once the server says from where).
+    File {
+        /// Its size in bytes.
+        size: u64,
+        /// Mode and time, set before it is stored.
+        meta: Meta,
+        /// [`FLAG_RENAME`].
+        flags: u8,
+        /// Relative path.
+        path: Vec<u8>,
+    },
+    /// Send the bytes from this offset.
+    Send(u64),
+    /// A file of that name and size is there, with this hash.
+    Exists(Hash),
+    /// Send it anyway.
+    Proceed,
+    /// Do not send it.
+    Skip,
+    /// The file's bytes are all sent; this is their hash.
+    Done(Hash),
+    /// Stored under this name.
+    Stored(Vec<u8>),
+    /// An identical file is already there.
+    Same,
+    /// Not stored, and why.
+    Refused(String),
+    /// The session ends, and why.
+    Error(String),
+    /// Nothing more to send.
+    End,
+    /// Everything is answered.
+    Bye,
+}
+
+/// Bytes that are not a valid frame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A length over [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A type byte no frame has.
+    #[error("unknown frame type {0} (not a sockit files peer?)")]
+    UnknownType(u8),
+    /// A payload that does not fit its type.
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
+}
+
+impl Frame {
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => 1,
+            Frame::Auth { .. } => 2,
+            Frame::Ready => 3,
+            Frame::Dir { .. } => 4,
+            Frame::File { .. } => 5,
+            Frame::Send(_) => 6,
+            Frame::Exists(_) => 7,
+            Frame::Proceed => 8,
+            Frame::Skip => 9,
+            Frame::Done(_) => 10,
+            Frame::Stored(_) => 11,
+            Frame::Same => 12,
+            Frame::Refused(_) => 13,
+            Frame::Error(_) => 14,
+            Frame::End => 15,
+            Frame::Bye => 16,
+        }
+    }
+
+    /// Appends the encoded frame to `out`. A payload over [`MAX_FRAME`]
+    /// (a path over [`MAX_PATH`], a huge message) is the caller's bug.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u8(self.kind());
+        out.put_u32(0);
+        let meta = |out: &mut BytesMut, m: &Meta| {
+            out.put_u32(m.mode);
+            out.put_i64(m.mtime);
+            out.put_u32(m.mtime_ns);
+        };
+        match self {
+            Frame::Hello { flags, nonce } => {
+                out.put_u8(VERSION);
+                out.put_u8(*flags);
+                out.put_slice(nonce);
+            }
+            Frame::Auth { mac: h } | Frame::Exists(h) | Frame::Done(h) => out.put_slice(h),
+            Frame::Ready | Frame::Proceed | Frame::Skip | Frame::Same | Frame::End | Frame::Bye => {}
+            Frame::Dir { meta: m, path } => {
+                meta(out, m);
+                out.put_slice(path);
+            }
+            Frame::File { size, meta: m, flags, path } => {
+                out.put_u64(*size);
+                meta(out, m);
+                out.put_u8(*flags);
+                out.put_slice(path);
+            }
+            Frame::Send(offset) => out.put_u64(*offset),
+            Frame::Stored(name) => out.put_slice(name),
+            Frame::Refused(t) | Frame::Error(t) => out.put_slice(t.as_bytes()),
+        }
+        let len = (out.len() - start - HEADER) as u32;
+        out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// Takes one frame off the front of `buf`: `Ok(None)` until a whole frame
+/// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
+/// the bytes.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    if buf.len() < HEADER {
+        return Ok(None);
+    }
+    let kind = buf[0];
+    if !(1..=16).contains(&kind) {
+        return Err(WireError::UnknownType(kind));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if buf.len() < HEADER + len {
+        buf.reserve(HEADER + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER);
+    let payload = buf.split_to(len).freeze();
+    parse(kind, payload).map(Some)
+}
+
+const META: usize = 16;
+
+fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
+    let text = |p: Bytes, name| String::from_utf8(p.to_vec()).map_err(|_| WireError::Malformed(name));
+    let hash =
+        |p: &Bytes, name| -> Result<Hash, WireError> { p.as_ref().try_into().map_err(|_| WireError::Malformed(name)) };
+    let empty = |p: &Bytes, f: Frame, name| if p.is_empty() { Ok(f) } else { Err(WireError::Malformed(name)) };
+    let meta = |p: &mut Bytes| {
+        let (mode, mtime, mtime_ns) = (p.get_u32(), p.get_i64(), p.get_u32());
+        (mtime_ns < 1_000_000_000).then_some(Meta { mode, mtime, mtime_ns })
+    };
+    Ok(match kind {
+        1 => {
+            if p.len() != 34 || p[0] != VERSION {
+                return Err(WireError::Malformed("hello (another protocol version?)"));
+            }
+            Frame::Hello { flags: p[1], nonce: p[2..].try_into().expect("34 - 2 bytes") }
+        }
+        2 => Frame::Auth { mac: hash(&p, "auth")? },
+        3 => empty(&p, Frame::Ready, "ready")?,
+        4 => {
+            if p.len() < META {
+                return Err(WireError::Malformed("dir"));
+            }
+            let meta = meta(&mut p).ok_or(WireError::Malformed("dir"))?;
+            Frame::Dir { meta, path: p.to_vec() }
+        }
+        5 => {
+            if p.len() < 8 + META + 1 {
+                return Err(WireError::Malformed("file"));
+            }
+            let size = p.get_u64();
+            let meta = meta(&mut p).ok_or(WireError::Malformed("file"))?;
+            let flags = p.get_u8();
+            Frame::File { size, meta, flags, path: p.to_vec() }
+        }
+        6 if p.len() == 8 => Frame::Send(p.get_u64()),
+        6 => return Err(WireError::Malformed("send")),
+        7 => Frame::Exists(hash(&p, "exists")?),
+        8 => empty(&p, Frame::Proceed, "proceed")?,
+        9 => empty(&p, Frame::Skip, "skip")?,
+        10 => Frame::Done(hash(&p, "done")?),
+        11 => Frame::Stored(p.to_vec()),
+        12 => empty(&p, Frame::Same, "same")?,
+        13 => Frame::Refused(text(p, "refused")?),
+        14 => Frame::Error(text(p, "error")?),
+        15 => empty(&p, Frame::End, "end")?,
+        16 => empty(&p, Frame::Bye, "bye")?,
+        _ => return Err(WireError::UnknownType(kind)),
+    })
+}
+
+impl crate::frames::Wire for Frame {
+    type Error = WireError;
+
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
+        decode(buf)
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        Frame::encode(self, out)
+    }
+}
+
+impl Handshake for Frame {
+    const CONTEXT: &'static [u8] = b"sockit-files-v1";
+    const SERVER: &'static str = "a sockit files server";
+
+    fn hello(flags: u8, nonce: [u8; 32]) -> Self {
+        Frame::Hello { flags, nonce }
+    }
+
+    fn auth(mac: [u8; 32]) -> Self {
+        Frame::Auth { mac }
+    }
+
+    fn ready() -> Self {
+        Frame::Ready
+    }
+
+    fn error(why: String) -> Self {
+        Frame::Error(why)
+    }
+
+    fn step(self) -> Step {
+        match self {
+            Frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
+            Frame::Auth { mac } => Step::Auth(mac),
+            Frame::Ready => Step::Ready,
+            Frame::Error(why) => Step::Error(why),
+            _ => Step::Other,
+        }
+    }
+}
+
+/// Why a path is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Empty.
+    #[error("empty path")]
+    Empty,
+    /// Over [`MAX_PATH`] bytes, or a part over 255.
+    #[error("path too long")]
+    TooLong,
+    /// Starts with `/`.
+    #[error("absolute path: paths must be relative to the receiving directory")]
+    Absolute,
+    /// Contains a NUL byte.
+    #[error("NUL byte in the name")]
+    Nul,
+    /// A `..` part.
+    #[error("'..' in the path: it would leave the receiving directory")]
+    Parent,
+    /// An empty or `.` part (`a//b`, `./a`).
+    #[error("empty or '.' part in the path")]
+    Dot,
+    /// Starts with [`PARTIAL_DIR`].
+    #[error("{PARTIAL_DIR} is the server's own directory")]
+    Reserved,
+}
+
+/// The parts of a relative path, if the receiver may write there: not
+/// empty, not absolute, no NUL, no `..`, `.` or empty part, not inside
+/// [`PARTIAL_DIR`], at most [`MAX_PATH`] bytes and 255 per part.
+/// (Symlinks on the way are the receiver's check: they need the disk.)
+pub fn check_path(path: &[u8]) -> Result<Vec<&[u8]>, PathError> {
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.len() > MAX_PATH {
+        return Err(PathError::TooLong);
+    }
+    if path[0] == b'/' {
+        return Err(PathError::Absolute);
+    }
+    if path.contains(&0) {
+        return Err(PathError::Nul);
+    }
+    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    for part in &parts {
+        match *part {
+            b".." => return Err(PathError::Parent),
+            b"" | b"." => return Err(PathError::Dot),
+            p if p.len() > 255 => return Err(PathError::TooLong),
+            _ => {}
+        }
+    }
+    if parts[0] == PARTIAL_DIR.as_bytes() {
+        return Err(PathError::Reserved);
+    }
+    Ok(parts)
+}
+
+/// `name (n).ext` for the n-th free name instead of `name.ext`.
+pub fn numbered(name: &[u8], n: u32) -> Vec<u8> {
+    let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
+    let (stem, ext) = name.split_at(dot.unwrap_or(name.len()));
+    let mut out = stem.to_vec();
+    out.extend_from_slice(format!(" ({n})").as_bytes());
+    out.extend_from_slice(ext);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_frame_round_trips() {
+        let meta = Meta { mode: 0o644, mtime: -5, mtime_ns: 999_999_999 };
+        let frames = [
+            Frame::Hello { flags: FLAG_TOKEN, nonce: [9; 32] },
+            Frame::Auth { mac: [1; 32] },
+            Frame::Ready,
+            Frame::Dir { meta, path: b"a/b".to_vec() },
+            Frame::File { size: u64::MAX, meta, flags: FLAG_RENAME, path: b"a/b/c.txt".to_vec() },
+            Frame::Send(12345),
+            Frame::Exists([3; 32]),
+            Frame::Proceed,
+            Frame::Skip,
+            Frame::Done([4; 32]),
+            Frame::Stored(b"c (1).txt".to_vec()),
+            Frame::Same,
+            Frame::Refused("exists".into()),
+            Frame::Error("disk full".into()),
+            Frame::End,
+            Frame::Bye,
+        ];
+        for f in &frames {
+            let mut buf = BytesMut::new();
+            f.encode(&mut buf);
+            assert_eq!(decode(&mut buf).unwrap().as_ref(), Some(f));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_frames_fail_cleanly() {
+        let mut big = BytesMut::from(&[13u8, 0, 1, 0, 1][..]);
+        assert_eq!(decode(&mut big), Err(WireError::TooLarge(65537)));
+        let mut http = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert!(matches!(decode(&mut http), Err(WireError::UnknownType(b'G'))));
+        let mut short_file = BytesMut::from(&[5u8, 0, 0, 0, 3, 1, 2, 3][..]);
+        assert_eq!(decode(&mut short_file), Err(WireError::Malformed("file")));
+        let mut bad_nanos = BytesMut::new();
+        Frame::Dir { meta: Meta { mode: 0, mtime: 0, mtime_ns: 0 }, path: b"d".to_vec() }.encode(&mut bad_nanos);
+        bad_nanos[HEADER + 12..HEADER + 16].copy_from_slice(&2_000_000_000u32.to_be_bytes());
+        assert_eq!(decode(&mut bad_nanos), Err(WireError::Malformed("dir")));
+        let mut ready_with_payload = BytesMut::from(&[3u8, 0, 0, 0, 1, 0][..]);
+        assert_eq!(decode(&mut ready_with_payload), Err(WireError::Malformed("ready")));
+    }
+
+    #[test]
+    fn paths_stay_inside() {
+        assert_eq!(check_path(b"a/b.txt").unwrap(), [&b"a"[..], b"b.txt"]);
+        assert_eq!(check_path(b"..."), Ok(vec![&b"..."[..]]));
+        assert_eq!(check_path(b""), Err(PathError::Empty));
+        assert_eq!(check_path(b"/etc/passwd"), Err(PathError::Absolute));
+        assert_eq!(check_path(b"../x"), Err(PathError::Parent));
+        assert_eq!(check_path(b"a/../../x"), Err(PathError::Parent));
+        assert_eq!(check_path(b"a//b"), Err(PathError::Dot));
+        assert_eq!(check_path(b"./a"), Err(PathError::Dot));
+        assert_eq!(check_path(b"a/"), Err(PathError::Dot));
+        assert_eq!(check_path(b"a\0b"), Err(PathError::Nul));
+        assert_eq!(check_path(b".sockit-partial/x"), Err(PathError::Reserved));
+        assert_eq!(check_path(&[b'a'; 256]), Err(PathError::TooLong));
+        assert_eq!(check_path(&b"a/".repeat(3000)), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        assert_eq!(numbered(b"report.pdf", 1), b"report (1).pdf");
+        assert_eq!(numbered(b"archive.tar.gz", 2), b"archive.tar (2).gz");
+        assert_eq!(numbered(b"README", 3), b"README (3)");
+        assert_eq!(numbered(b".bashrc", 1), b".bashrc (1)");
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+        let meta = (any::<u32>(), any::<i64>(), 0u32..1_000_000_000).prop_map(|(mode, mtime, mtime_ns)| Meta {
+            mode,
+            mtime,
+            mtime_ns,
+        });
+        prop_oneof![
+            (any::<u8>(), any::<[u8; 32]>()).prop_map(|(flags, nonce)| Frame::Hello { flags, nonce }),
+            any::<[u8; 32]>().prop_map(|mac| Frame::Auth { mac }),
+            Just(Frame::Ready),
+            (meta.clone(), bytes()).prop_map(|(meta, path)| Frame::Dir { meta, path }),
+            (any::<u64>(), meta, any::<u8>(), bytes()).prop_map(|(size, meta, flags, path)| Frame::File {
+                size,
+                meta,
+                flags,
+                path
+            }),
+            any::<u64>().prop_map(Frame::Send),
+            any::<[u8; 32]>().prop_map(Frame::Exists),
+            Just(Frame::Proceed),
+            Just(Frame::Skip),
+            any::<[u8; 32]>().prop_map(Frame::Done),
+            bytes().prop_map(Frame::Stored),
+            Just(Frame::Same),
+            ".{0,40}".prop_map(Frame::Refused),
+            ".{0,40}".prop_map(Frame::Error),
+            Just(Frame::End),
+            Just(Frame::Bye),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn streams_of_frames_decode_in_any_split(frames in proptest::collection::vec(frame(), 1..8), cut in any::<prop::sample::Index>()) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                f.encode(&mut wire);
+            }
+            let cut = cut.index(wire.len() + 1);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&wire[cut..]);
+            while let Some(f) = decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+            prop_assert_eq!(got, frames);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode(&mut buf) {}
+            prop_assert!(buf.capacity() <= MAX_FRAME + HEADER + bytes.len());
+        }
+
+        #[test]
+        fn checked_paths_have_no_way_out(path in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'.'), Just(b'a'), Just(0u8)], 0..12)) {
+            if let Ok(parts) = check_path(&path) {
+                for p in parts {
+                    prop_assert!(!p.is_empty() && p != b"." && p != b".." && !p.contains(&0) && !p.contains(&b'/'));
+                }
+            }
+        }
+    }
+}
