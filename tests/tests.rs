@@ -8,6 +8,7 @@ mod chat;
 mod chat_redis;
 mod cli;
 mod exec;
+mod files;
 mod interop;
 mod limits;
 mod netcat;

@@ -62,6 +62,11 @@ pub struct SendArgs {
     #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
 
+    /// Send at most this many bytes per second (e.g. 20MiB), to leave
+    /// bandwidth for others.
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_size)]
+    pub limit_rate: Option<u64>,
+
     /// Print one JSON object with the summary on stdout instead of prose.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +174,7 @@ struct Sender<W: Write> {
     replies: mpsc::Receiver<Result<Frame, String>>,
     pending: VecDeque<Pending>,
     rename: bool,
+    limit_rate: Option<u64>,
     report: Report,
     overall: ProgressBar,
     bars: MultiProgress,
@@ -261,11 +267,9 @@ impl<W: Write> Sender<W> {
             }
         }
         self.frame(&Frame::End)?;
-        loop {
-            match self.answer()? {
-                Frame::Bye => return self.out.flush().map_err(lost),
-                f => bail!("protocol error: expected Bye, got {f:?}"),
-            }
+        match self.answer()? {
+            Frame::Bye => self.out.flush().map_err(lost),
+            f => bail!("protocol error: expected Bye, got {f:?}"),
         }
     }
 
@@ -367,8 +371,14 @@ impl<W: Write> Sender<W> {
         }
         file.seek(SeekFrom::Start(offset))?;
         let mut left = size - offset;
+        let began = Instant::now();
+        let piece = self.limit_rate.map_or(PIECE, |r| (r as usize / 10).clamp(1, PIECE));
         while left > 0 {
-            let want = left.min(PIECE as u64) as usize;
+            if let Some(rate) = self.limit_rate {
+                let due = Duration::from_secs_f64((size - offset - left) as f64 / rate.max(1) as f64);
+                std::thread::sleep(due.saturating_sub(began.elapsed()));
+            }
+            let want = left.min(piece as u64) as usize;
             self.buf.resize(want, 0);
             let n = file.read(&mut self.buf[..want])?;
             if n == 0 {
@@ -456,6 +466,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             replies,
             pending: VecDeque::new(),
             rename,
+            limit_rate: args.limit_rate,
             report: Report { bytes_total: total, ..Report::default() },
             overall,
             bars,

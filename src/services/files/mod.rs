@@ -602,6 +602,12 @@ impl Disk {
             Ok(Ok(t)) => t,
         };
         let key = partial_key(&head);
+        // A sender run again at once after being killed may come before
+        // its old connection is noticed gone: give that a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let guard = {
             let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
             if !busy.insert(key.clone()) {

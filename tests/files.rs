@@ -1,0 +1,399 @@
+//! `sockit serve files` and `sockit send`: trees with modes and times, a
+//! 1 GiB file by hash, resume after the sender or the server is killed,
+//! never a partial file under its final name, confinement against
+//! hand-crafted frames, overwrite rules, size and space limits, garbage on
+//! the port, token and TLS.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sockit::services::files::wire::{self, Frame, Meta};
+
+use crate::support::*;
+
+/// A files server on a kernel-chosen port storing into `dir`.
+fn server(dir: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = sockit();
+    cmd.args(["serve", "files", "--listen", "127.0.0.1:0", "--dir"]).arg(dir).args(extra).env_remove("SOCKIT_TOKEN");
+    Proc::spawn(cmd, 1)
+}
+
+fn send(ep: &str, paths: &[&Path], extra: &[&str]) -> Output {
+    let mut cmd = sockit();
+    cmd.arg("send").args(paths).args(["--to", ep]).args(extra).env_remove("SOCKIT_TOKEN");
+    run_cmd(cmd, b"")
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn write_big(path: &Path, mib: usize) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = pattern(1 << 20, 7);
+    for i in 0..mib {
+        let mut b = block.clone();
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        f.write_all(&b).unwrap();
+    }
+}
+
+fn hash(path: &Path) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path).unwrap()).unwrap();
+    h.finalize()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)))
+}
+
+fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir.join(".sockit-partial"))
+        .map(|rd| rd.flatten().map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect())
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until a partial file in `dir` holds at least `bytes`.
+fn wait_partial(dir: &Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partials(dir).iter().all(|(_, n)| *n < bytes) {
+        assert!(Instant::now() < deadline, "no partial file reached {bytes} bytes: {:?}", partials(dir));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Watches `path` on another thread: it must never exist with a size other
+/// than `size`. Returns a flag to stop watching and the thread to join.
+fn never_partial(path: PathBuf, size: u64) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            if let Ok(m) = std::fs::metadata(&path) {
+                assert_eq!(m.len(), size, "a partial file appeared under its final name");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    (stop, t)
+}
+
+#[test]
+fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+    std::fs::create_dir_all(src.join("empty-dir")).unwrap();
+    std::fs::write(src.join("a.txt"), "hello\n").unwrap();
+    std::fs::write(src.join("empty"), "").unwrap();
+    std::fs::write(src.join("sub/deep/b.bin"), pattern(3 << 20, 1)).unwrap();
+    std::fs::write(src.join("sub/c.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(src.join("sub/c.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
+    std::fs::File::options().write(true).open(src.join("a.txt")).unwrap().set_modified(old).unwrap();
+    let dest = tmp.path().join("received");
+    let mut srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+
+    let out = send(&ep, &[&src], &["--json"]);
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!((j["files"].as_u64(), j["stored"].as_u64(), j["dirs"].as_u64()), (Some(4), Some(4), Some(4)), "{j}");
+    assert!(text(&out.stderr).contains("symlink; skipped"), "{}", text(&out.stderr));
+    for f in ["a.txt", "empty", "sub/deep/b.bin", "sub/c.sh"] {
+        assert_eq!(std::fs::read(dest.join("tree").join(f)).unwrap(), std::fs::read(src.join(f)).unwrap(), "{f}");
+    }
+    assert!(dest.join("tree/empty-dir").is_dir());
+    assert!(!dest.join("tree/link").exists());
+    let m = std::fs::metadata(dest.join("tree/sub/c.sh")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o750);
+    let m = std::fs::metadata(dest.join("tree/a.txt")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 123_456_789));
+    srv.wait_stderr(|l| l.contains("stored") && l.contains("tree/sub/deep/b.bin"));
+
+    // Again: everything is there and identical, nothing is written.
+    let out = send(&ep, &[&src], &["--json"]);
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!((j["stored"].as_u64(), j["same"].as_u64()), (Some(0), Some(4)), "{j}");
+    assert!(partials(&dest).is_empty(), "{:?}", partials(&dest));
+}
+
+#[test]
+fn one_gib_arrives_identical_by_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("gib.bin");
+    write_big(&file, 1024);
+    let dest = tmp.path().join("in");
+    let _srv = server(&dest, &[]);
+    let (stop, watch) = never_partial(dest.join("gib.bin"), 1 << 30);
+    let out = send(&_srv.endpoint("files", 0), &[&file], &[]);
+    stop.store(true, Ordering::Relaxed);
+    watch.join().unwrap();
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("sent 1 file (1 stored)"), "{}", text(&out.stderr));
+    assert_eq!(hash(&dest.join("gib.bin")), hash(&file));
+}
+
+#[test]
+fn sender_killed_half_way_resumes_with_the_same_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data.bin");
+    write_big(&file, 48);
+    let dest = tmp.path().join("in");
+    let mut srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    let (stop, watch) = never_partial(dest.join("data.bin"), 48 << 20);
+
+    let mut cmd = sockit();
+    cmd.arg("send").arg(&file).args(["--to", &ep, "--limit-rate", "16MiB"]);
+    let mut sender = Proc::spawn(cmd, 0);
+    wait_partial(&dest, 8 << 20);
+    sender.signal("KILL");
+    sender.wait_exit();
+    assert!(!dest.join("data.bin").exists());
+
+    let out = send(&ep, &[&file], &["--json"]);
+    stop.store(true, Ordering::Relaxed);
+    watch.join().unwrap();
+    assert_ok(&out);
+    let j = json(&out);
+    let sent = j["bytes_sent"].as_u64().unwrap();
+    assert!(sent < 44 << 20, "resumed, so less than the whole file went again: {j}");
+    srv.wait_stderr(|l| l.contains("resuming"));
+    assert_eq!(hash(&dest.join("data.bin")), hash(&file));
+    assert!(partials(&dest).is_empty(), "{:?}", partials(&dest));
+}
+
+#[test]
+fn server_killed_half_way_resumes_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data.bin");
+    write_big(&file, 40);
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    let mut cmd = sockit();
+    cmd.arg("send").arg(&file).args(["--to", &ep, "--limit-rate", "16MiB"]);
+    let mut sender = Proc::spawn(cmd, 0);
+    wait_partial(&dest, 8 << 20);
+    srv.signal("KILL");
+    let status = sender.wait_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(sender.stderr().contains("run the same command again to resume"), "{}", sender.stderr());
+    assert!(!dest.join("data.bin").exists());
+    drop(srv);
+
+    let mut srv = server(&dest, &[]);
+    let out = send(&srv.endpoint("files", 0), &[&file], &["--json"]);
+    assert_ok(&out);
+    assert!(json(&out)["bytes_sent"].as_u64().unwrap() < 36 << 20, "{}", text(&out.stdout));
+    srv.wait_stderr(|l| l.contains("resuming"));
+    assert_eq!(hash(&dest.join("data.bin")), hash(&file));
+}
+
+/// A raw client: reads Hello and Ready (no token), then speaks frames.
+struct Raw {
+    s: std::net::TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    fn connect(ep: &str) -> Raw {
+        let s = tcp(ep.trim_start_matches("tcp://").parse().unwrap());
+        let mut r = Raw { s, buf: BytesMut::new() };
+        assert!(matches!(r.recv(), Frame::Hello { flags: 0, .. }));
+        assert_eq!(r.recv(), Frame::Ready);
+        r
+    }
+
+    fn recv(&mut self) -> Frame {
+        loop {
+            if let Some(f) = wire::decode(&mut self.buf).unwrap() {
+                return f;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "server closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn send_file(&mut self, path: &[u8], data: &[u8]) -> Frame {
+        let mut out = BytesMut::new();
+        let meta = Meta { mode: 0o644, mtime: 0, mtime_ns: 0 };
+        Frame::File { size: data.len() as u64, meta, flags: 0, path: path.to_vec() }.encode(&mut out);
+        out.extend_from_slice(data);
+        Frame::Done(*blake3::hash(data).as_bytes()).encode(&mut out);
+        self.s.write_all(&out).unwrap();
+        self.recv()
+    }
+}
+
+#[test]
+fn hand_crafted_paths_cannot_leave_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
+    let srv = server(&dest, &[]);
+    let mut raw = Raw::connect(&srv.endpoint("files", 0));
+    let refused = |f: Frame, why: &str| match f {
+        Frame::Refused(t) => assert!(t.contains(why), "{t:?} lacks {why:?}"),
+        other => panic!("expected a refusal with {why:?}, got {other:?}"),
+    };
+    refused(raw.send_file(b"../escape", b"x"), "'..'");
+    refused(raw.send_file(b"a/../../escape", b"x"), "'..'");
+    refused(raw.send_file(tmp.path().join("abs").to_str().unwrap().as_bytes(), b"x"), "absolute");
+    refused(raw.send_file(b"link/escape", b"x"), "symlink");
+    refused(raw.send_file(b"nul\0name", b"x"), "NUL");
+    refused(raw.send_file(b".sockit-partial/x.part", b"x"), "server's own");
+    // The session goes on after refusals, and a good name is stored.
+    assert_eq!(raw.send_file(b"fine.txt", b"ok"), Frame::Stored(b"fine.txt".to_vec()));
+    // Bytes that do not match their hash are never stored.
+    let mut out = BytesMut::new();
+    Frame::File { size: 2, meta: Meta::default(), flags: 0, path: b"bad.txt".to_vec() }.encode(&mut out);
+    out.extend_from_slice(b"no");
+    Frame::Done([0; 32]).encode(&mut out);
+    raw.s.write_all(&out).unwrap();
+    refused(raw.recv(), "BLAKE3 mismatch");
+    assert!(!dest.join("bad.txt").exists());
+
+    let leaked: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(!tmp.path().join("escape").exists() && !tmp.path().join("abs").exists());
+    assert_eq!(std::fs::read(dest.join("fine.txt")).unwrap(), b"ok");
+}
+
+#[test]
+fn existing_files_are_not_overwritten_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("notes.txt"), "old\n").unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, "new!\n").unwrap();
+    let srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+
+    let out = send(&ep, &[&file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("exists on the server"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dest.join("notes.txt")).unwrap(), "old\n");
+
+    let out = send(&ep, &[&file], &["--rename"]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("stored as notes (1).txt"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dest.join("notes (1).txt")).unwrap(), "new!\n");
+    drop(srv);
+
+    let srv = server(&dest, &["--overwrite"]);
+    assert_ok(&send(&srv.endpoint("files", 0), &[&file], &[]));
+    assert_eq!(std::fs::read_to_string(dest.join("notes.txt")).unwrap(), "new!\n");
+}
+
+#[test]
+fn size_and_space_limits_say_why_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("two-mib.bin");
+    std::fs::write(&file, pattern(2 << 20, 3)).unwrap();
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &["--max-size", "1MiB"]);
+    let out = send(&srv.endpoint("files", 0), &[&file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("over the server's --max-size 1 MiB"), "{}", text(&out.stderr));
+    assert!(!dest.join("two-mib.bin").exists() && partials(&dest).is_empty());
+    drop(srv);
+
+    // A really small filesystem, where this machine lets us mount one.
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("note: cannot mount a tmpfs here; the full-disk case is covered by --max-size only");
+        return;
+    }
+    let srv = server(&small, &[]);
+    let out = send(&srv.endpoint("files", 0), &[&file], &[]);
+    let listing: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|e| e.file_name()).collect();
+    let parts = partials(&small);
+    drop(srv);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not enough space on the server"), "{}", text(&out.stderr));
+    assert_eq!(listing, [std::ffi::OsString::from(".sockit-partial")]);
+    assert!(parts.is_empty(), "{parts:?}");
+}
+
+#[test]
+fn garbage_on_the_port_is_an_error_and_the_server_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let mut srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[5, 0xff, 0xff, 0xff, 0xff], &[0u8; 64]] {
+        let mut s = tcp(ep.trim_start_matches("tcp://").parse().unwrap());
+        s.write_all(junk).unwrap();
+        let _ = read_until_closed(&mut s);
+        srv.wait_stderr(|l| l.contains("closed with error"));
+    }
+    let file = tmp.path().join("after.txt");
+    std::fs::write(&file, "still here").unwrap();
+    assert_ok(&send(&ep, &[&file], &[]));
+    assert_eq!(std::fs::read_to_string(dest.join("after.txt")).unwrap(), "still here");
+}
+
+#[test]
+fn token_and_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "files-secret-0123456789\n").unwrap();
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "secret payload").unwrap();
+    let dest = tmp.path().join("in");
+    let mut cmd = sockit();
+    cmd.args(["serve", "files", "--listen", "tls://127.0.0.1:0", "--dir"])
+        .arg(&dest)
+        .arg("--token-file")
+        .arg(&token)
+        .env_remove("SOCKIT_TOKEN");
+    let srv = Proc::spawn(cmd, 1);
+    let ep = srv.endpoint("files", 0);
+    let fp = crate::exec::fingerprint(&srv);
+
+    let out = send(&ep, &[&file], &["--tls-fingerprint", &fp]);
+    assert_eq!(out.status.code(), Some(2), "no token: {}", text(&out.stderr));
+    let bad = tmp.path().join("bad");
+    std::fs::write(&bad, "wrong").unwrap();
+    let out = send(&ep, &[&file], &["--tls-fingerprint", &fp, "--token-file", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let out = send(&ep, &[&file], &["--token-file", token.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "unverified TLS: {}", text(&out.stderr));
+    assert!(!dest.join("f.txt").exists());
+    let out = send(&ep, &[&file], &["--tls-fingerprint", &fp, "--token-file", token.to_str().unwrap()]);
+    assert_ok(&out);
+    assert_eq!(std::fs::read_to_string(dest.join("f.txt")).unwrap(), "secret payload");
+}
