@@ -24,6 +24,18 @@ pub mod exit {
     /// The server refused to admit us: wrong or missing token, or no
     /// acceptable client certificate.
     pub const AUTH: i32 = 6;
+    /// A host name did not resolve (`sockit get`; elsewhere it is
+    /// [`CONNECT`]).
+    pub const DNS: i32 = 7;
+    /// No answer in time (`sockit get`: --timeout, --connect-timeout).
+    pub const TIMEOUT: i32 = 8;
+    /// The server answered with an HTTP error status (`sockit get --fail`).
+    pub const HTTP: i32 = 9;
+    /// Redirects went past --max-redirects, or in a loop.
+    pub const REDIRECTS: i32 = 10;
+    /// The transfer broke off: a body shorter than announced, a connection
+    /// lost mid-way, or a file that could not be written.
+    pub const TRANSFER: i32 = 11;
 }
 
 /// A sockit error. The operating system's error is part of the message
@@ -71,6 +83,9 @@ pub enum Error {
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
+    /// A failure with its own exit code (one of [`exit`]).
+    #[error("{1}")]
+    Exit(i32, String),
     /// An endpoint was used where its kind does not fit.
     #[error("{endpoint}: {reason}")]
     Unsupported {
@@ -93,6 +108,7 @@ impl Error {
             Error::Bind { .. } => exit::BIND,
             Error::Tls { .. } => exit::TLS,
             Error::Auth(_) => exit::AUTH,
+            Error::Exit(code, _) => *code,
         }
     }
 }

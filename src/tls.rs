@@ -253,6 +253,19 @@ impl ClientTls {
     /// A client that verifies as `verify` says and, with `cert_key`,
     /// presents that certificate (mutual TLS).
     pub fn new(verify: &Verify, cert_key: Option<(&Path, &Path)>) -> Result<Self, Error> {
+        Self::build(verify, cert_key, true)
+    }
+
+    /// The rustls configuration for an HTTP client: ALPN offers HTTP/2 and
+    /// HTTP/1.1, and a system without root certificates is not an error
+    /// until an https:// URL needs one.
+    pub fn http(verify: &Verify) -> Result<ClientConfig, Error> {
+        let mut config = Arc::unwrap_or_clone(Self::build(verify, None, false)?.config);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    fn build(verify: &Verify, cert_key: Option<(&Path, &Path)>, need_roots: bool) -> Result<Self, Error> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| config_err("TLS", e))?;
@@ -261,7 +274,7 @@ impl ClientTls {
                 let found = rustls_native_certs::load_native_certs();
                 let mut roots = RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
+                if added == 0 && need_roots {
                     return Err(Error::Usage(
                         "no trusted root certificates found on this system: give --tls-ca FILE, or pin --tls-fingerprint".into(),
                     ));
