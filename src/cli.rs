@@ -70,6 +70,9 @@ pub enum Command {
     /// Send files and directories to a `sockit serve files` server:
     /// verified end to end, resumable.
     Send(crate::commands::send::SendArgs),
+    /// HTTP(S) GET: the head to stderr, the body to stdout or a file
+    /// (redirects, resume, atomic files).
+    Get(crate::commands::get::GetArgs),
     /// Write a self-signed TLS certificate and key, and print its fingerprint.
     Cert(crate::commands::tls_args::CertArgs),
     /// Print a shell completion script (e.g. `sockit completions bash > /etc/bash_completion.d/sockit`).

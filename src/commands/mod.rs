@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod connect;
 pub mod exec;
+pub mod get;
 pub mod listen;
 pub mod pipe;
 pub mod relay;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cert(args) => tls_args::run_cert(args),
         Command::Exec(args) => exec::run(args).await,
         Command::Send(args) => send::run(args).await,
+        Command::Get(args) => get::run(args).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);
