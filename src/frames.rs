@@ -79,6 +79,7 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
             if let Some(f) = F::decode(&mut self.buf).map_err(invalid)? {
                 return Ok(Some(f));
             }
+            self.buf.reserve(READ_AHEAD);
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -87,6 +88,11 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
                 };
             }
         }
+    }
+
+    /// A frame already read in full, without reading more.
+    pub fn buffered(&mut self) -> Result<Option<F>, F::Error> {
+        F::decode(&mut self.buf)
     }
 
     /// The next frame; an EOF is an error too.
@@ -109,7 +115,7 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
     /// Exactly `n` raw bytes.
     pub async fn exact(&mut self, n: usize) -> io::Result<bytes::Bytes> {
         while self.buf.len() < n {
-            self.buf.reserve(n - self.buf.len());
+            self.buf.reserve((n - self.buf.len()).max(READ_AHEAD));
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside file data"));
             }
@@ -118,6 +124,9 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
     }
 }
 
+/// Frames and small payloads are read this much at a time, so a stream of
+/// small ones costs few reads.
+const READ_AHEAD: usize = 64 * 1024;
 /// Raw bytes are read in pieces of at most this much.
 const CHUNK: usize = 1 << 20;
 

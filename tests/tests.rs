@@ -9,6 +9,7 @@ mod chat_redis;
 mod cli;
 mod exec;
 mod files;
+mod get;
 mod interop;
 mod limits;
 mod netcat;

@@ -171,7 +171,7 @@ fn classify(e: reqwest::Error, url: &Url) -> anyhow::Error {
         fail(exit::REDIRECTS, format!("{url}: {detail}; see where it goes with --no-follow, or raise --max-redirects"))
     } else if detail.contains("dns error") {
         fail(exit::DNS, format!("cannot resolve '{host}': {detail}; check the name"))
-    } else if tls {
+    } else if tls || ["certificate", "handshake", "TLS", "tls:"].iter().any(|w| detail.contains(w)) {
         fail(
             exit::TLS,
             format!(
@@ -298,7 +298,7 @@ async fn to_stdout(mut resp: Response, url: &Url) -> anyhow::Result<i32> {
 /// A body error: "cut short" when the length was known.
 fn short_or(e: reqwest::Error, url: &Url, got: u64, expected: Option<u64>) -> anyhow::Error {
     match expected {
-        Some(n) if got < n => fail(
+        Some(n) if got < n && !e.is_timeout() => fail(
             exit::TRANSFER,
             format!("{url}: the body was cut short: got {got} of {n} bytes ({})", classify(e, url)),
         ),

@@ -44,10 +44,14 @@ pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Small files wait for one sync of the filesystem in batches of at most
 /// this many, or [`BATCH_BYTES`].
-const BATCH_FILES: usize = 256;
+const BATCH_FILES: usize = 1024;
 const BATCH_BYTES: u64 = 64 << 20;
+/// How long staged small files may wait for more to share their sync.
+const LINGER: Duration = Duration::from_millis(10);
 /// Data pieces queued between the network and the disk, per session.
 const QUEUE: usize = 8;
+/// A big file's data is handed to the disk's writeback every this many bytes.
+const WRITEBACK: u64 = 32 << 20;
 /// Partial directories are swept at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -113,7 +117,7 @@ impl Files {
 /// Work for the session's disk thread, in the order frames arrived.
 enum Job {
     Dir { meta: Meta, path: Vec<u8> },
-    Small { head: Head, data: Bytes, hash: Hash },
+    Small(Vec<(Head, Bytes, Hash)>),
     Open { head: Head, answer: oneshot::Sender<Opened> },
     Proceed { answer: oneshot::Sender<Opened> },
     Skip,
@@ -148,17 +152,17 @@ impl Service for Files {
         let (rd, mut wr) = tokio::io::split(conn);
         let mut rd = FrameReader::<_, Frame>::new(rd, rest);
         let (jobs, job_rx) = mpsc::channel(QUEUE);
-        let (reply_tx, mut replies) = mpsc::channel::<Frame>(1024);
+        let (reply_tx, mut replies) = mpsc::channel::<Vec<Frame>>(64);
         let disk = Disk::open(&self.config, self.busy.clone(), reply_tx)?;
         let sweep = self.sweep_due().then_some(self.config.partial_ttl);
         let worker = tokio::task::spawn_blocking(move || disk.run(job_rx, sweep));
         let writer = async move {
             let mut buf = BytesMut::new();
-            while let Some(f) = replies.recv().await {
+            while let Some(frames) = replies.recv().await {
                 buf.clear();
-                f.encode(&mut buf);
-                while let Ok(f) = replies.try_recv() {
-                    f.encode(&mut buf);
+                frames.iter().for_each(|f| f.encode(&mut buf));
+                while let Ok(frames) = replies.try_recv() {
+                    frames.iter().for_each(|f| f.encode(&mut buf));
                 }
                 wr.write_all(&buf).await?;
             }
@@ -189,16 +193,43 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
 ) -> io::Result<()> {
     let gone = || io::Error::other("stopped: the disk side ended the session");
     let send = |job| async { jobs.send(job).await.map_err(|_| gone()) };
+    let mut carried = None;
     loop {
-        let Some(frame) = rd.recv().await? else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the sender left before End"));
+        let frame = match carried.take() {
+            Some(f) => f,
+            None => rd
+                .recv()
+                .await?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the sender left before End"))?,
         };
         match frame {
             Frame::Dir { meta, path } => send(Job::Dir { meta, path }).await?,
             Frame::File { size, meta, flags, path } if size <= SMALL => {
-                let data = rd.exact(size as usize).await?;
-                let hash = expect_done(rd).await?;
-                send(Job::Small { head: Head { size, meta, flags, path }, data, hash }).await?;
+                // Small files already in the buffer travel to the disk
+                // thread together: one hand-over for many files.
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                let mut next = Some(Frame::File { size, meta, flags, path });
+                while let Some(Frame::File { size, meta, flags, path }) = next {
+                    let data = rd.exact(size as usize).await?;
+                    let hash = expect_done(rd).await?;
+                    bytes += size;
+                    batch.push((Head { size, meta, flags, path }, data, hash));
+                    next = None;
+                    if batch.len() < BATCH_FILES && bytes < SMALL {
+                        match rd.buffered().map_err(crate::frames::invalid)? {
+                            Some(f @ Frame::File { size, .. }) if size <= SMALL => next = Some(f),
+                            Some(other) => {
+                                send(Job::Small(std::mem::take(&mut batch))).await?;
+                                carried = Some(other);
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    send(Job::Small(batch)).await?;
+                }
             }
             Frame::File { size, meta, flags, path } => {
                 let (tx, mut answer) = oneshot::channel();
@@ -251,12 +282,21 @@ fn unexpected(f: &Frame, wanted: &str) -> io::Error {
 
 /// A small file written and waiting for the batch's sync.
 struct Staged {
-    tmp: String,
-    parent: OwnedFd,
+    tmp: Tmp,
+    parent: Arc<OwnedFd>,
     name: Vec<u8>,
     shown: Vec<u8>,
     replace: bool,
     size: u64,
+}
+
+/// Where a small file waits for its sync: an unnamed file in its target
+/// directory (`O_TMPFILE`: it has no name until it is whole, and vanishes
+/// in a crash), or, on filesystems without that, a named one in the
+/// partial directory.
+enum Tmp {
+    Unnamed(File),
+    Named(String),
 }
 
 /// A big file being received.
@@ -265,12 +305,14 @@ struct Incoming {
     file: File,
     key: String,
     hasher: blake3::Hasher,
-    parent: OwnedFd,
+    parent: Arc<OwnedFd>,
     name: Vec<u8>,
     shown: Vec<u8>,
     replace: bool,
     resumed_from: u64,
     started: Instant,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
     _busy: BusyGuard,
 }
 
@@ -285,7 +327,7 @@ impl Drop for BusyGuard {
 
 /// Where a name leads, once checked.
 struct Target {
-    parent: OwnedFd,
+    parent: Arc<OwnedFd>,
     name: Vec<u8>,
     shown: Vec<u8>,
     replace: bool,
@@ -302,16 +344,24 @@ struct Disk {
     policy: Policy,
     max_size: u64,
     busy: Arc<Mutex<HashSet<String>>>,
-    replies: mpsc::Sender<Frame>,
+    replies: mpsc::Sender<Vec<Frame>>,
+    outbox: std::cell::RefCell<Vec<Frame>>,
+    last_dir: std::cell::RefCell<Option<(Vec<u8>, Arc<OwnedFd>)>>,
     staged: Vec<Staged>,
     staged_bytes: u64,
+    staged_since: Option<Instant>,
+    runtime: tokio::runtime::Handle,
     dirs: Vec<(Vec<u8>, Meta)>,
     pending: Option<Head>,
     incoming: Option<Incoming>,
 }
 
 impl Disk {
-    fn open(config: &FilesConfig, busy: Arc<Mutex<HashSet<String>>>, replies: mpsc::Sender<Frame>) -> io::Result<Disk> {
+    fn open(
+        config: &FilesConfig,
+        busy: Arc<Mutex<HashSet<String>>>,
+        replies: mpsc::Sender<Vec<Frame>>,
+    ) -> io::Result<Disk> {
         let ctx = |what: &str| {
             let dir = config.dir.display().to_string();
             let what = what.to_string();
@@ -335,16 +385,35 @@ impl Disk {
             max_size: config.max_size,
             busy,
             replies,
+            outbox: Default::default(),
+            last_dir: Default::default(),
             staged: Vec::new(),
             staged_bytes: 0,
+            staged_since: None,
+            runtime: tokio::runtime::Handle::current(),
             dirs: Vec::new(),
             pending: None,
             incoming: None,
         })
     }
 
+    /// Queues an answer; they go out in batches ([`Disk::send_replies`]).
     fn reply(&self, f: Frame) -> io::Result<()> {
-        self.replies.blocking_send(f).map_err(|_| io::Error::other("the connection closed"))
+        let full = {
+            let mut out = self.outbox.borrow_mut();
+            out.push(f);
+            out.len() >= 256
+        };
+        if full { self.send_replies() } else { Ok(()) }
+    }
+
+    /// Sends the queued answers: before every wait, so none is held back.
+    fn send_replies(&self) -> io::Result<()> {
+        let out = std::mem::take(&mut *self.outbox.borrow_mut());
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.replies.blocking_send(out).map_err(|_| io::Error::other("the connection closed"))
     }
 
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, sweep: Option<Duration>) -> io::Result<()> {
@@ -354,12 +423,13 @@ impl Disk {
         let result = self.work(&mut jobs);
         // Small files not yet synced and renamed are not kept; a big one
         // stays for resume (its key is released by the guard).
-        for s in self.staged.drain(..) {
-            let _ = rustix::fs::unlinkat(&self.partial, s.tmp.as_str(), AtFlags::empty());
+        for s in std::mem::take(&mut self.staged) {
+            self.discard(&s.tmp);
         }
         if let Err(e) = &result {
             let _ = self.reply(Frame::Error(e.to_string()));
         }
+        let _ = self.send_replies();
         result
     }
 
@@ -368,45 +438,91 @@ impl Disk {
             let job = match jobs.try_recv() {
                 Ok(job) => job,
                 Err(_) => {
-                    // Nothing more queued: answer what is staged now rather
-                    // than hold the sender's replies.
+                    // Nothing queued: wait a little for more (a burst of
+                    // small files shares one sync), then answer what is
+                    // staged rather than hold the sender's replies.
+                    self.send_replies()?;
+                    let next = match self.staged_since {
+                        Some(since) => {
+                            let wait = (since + LINGER).saturating_duration_since(Instant::now());
+                            self.runtime
+                                .block_on(async { tokio::time::timeout(wait, jobs.recv()).await.ok().flatten() })
+                        }
+                        None => None,
+                    };
+                    if let Some(job) = next {
+                        if self.dispatch(job)? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     self.flush()?;
+                    self.send_replies()?;
                     match jobs.blocking_recv() {
                         Some(job) => job,
                         None => return Ok(()),
                     }
                 }
             };
-            if !matches!(job, Job::Small { .. }) {
-                self.flush()?;
-            }
-            match job {
-                Job::Dir { meta, path } => {
-                    let answer = self.make_dir(&path).map(|()| {
-                        self.dirs.push((path.clone(), meta));
-                        Frame::Stored(path)
-                    });
-                    self.reply(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
-                }
-                Job::Small { head, data, hash } => self.small(head, data, hash)?,
-                Job::Open { head, answer } => {
-                    let opened = self.open_big(head, false)?;
-                    let _ = answer.send(opened);
-                }
-                Job::Proceed { answer } => {
-                    let head = self.pending.take().ok_or_else(|| io::Error::other("Proceed without Exists"))?;
-                    let opened = self.open_big(head, true)?;
-                    let _ = answer.send(opened);
-                }
-                Job::Skip => self.pending = None,
-                Job::Data(piece) => self.write_piece(&piece)?,
-                Job::Finish(hash) => self.finish_big(hash)?,
-                Job::End => {
-                    self.finish_dirs();
-                    return self.reply(Frame::Bye);
-                }
+            if self.dispatch(job)? {
+                return Ok(());
             }
         }
+    }
+
+    /// Does one job; true at End.
+    fn dispatch(&mut self, job: Job) -> io::Result<bool> {
+        if !matches!(job, Job::Small { .. }) {
+            self.flush()?;
+        }
+        match job {
+            Job::Dir { meta, path } => {
+                let answer = self.make_dir(&path).map(|()| {
+                    self.dirs.push((path.clone(), meta));
+                    Frame::Stored(path)
+                });
+                self.reply(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
+            }
+            Job::Small(files) => {
+                for (head, data, hash) in files {
+                    self.small(head, data, hash)?;
+                }
+            }
+            Job::Open { head, answer } => {
+                let opened = self.open_big(head, false)?;
+                self.send_replies()?;
+                let _ = answer.send(opened);
+            }
+            Job::Proceed { answer } => {
+                let head = self.pending.take().ok_or_else(|| io::Error::other("Proceed without Exists"))?;
+                let opened = self.open_big(head, true)?;
+                self.send_replies()?;
+                let _ = answer.send(opened);
+            }
+            Job::Skip => self.pending = None,
+            Job::Data(piece) => self.write_piece(&piece)?,
+            Job::Finish(hash) => self.finish_big(hash)?,
+            Job::End => {
+                self.finish_dirs();
+                self.reply(Frame::Bye)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The directory a file goes in, created when missing; the last one
+    /// is kept, since files of one directory come one after another.
+    fn parent_dir(&self, path: &[u8], dirs: &[&[u8]]) -> Result<Arc<OwnedFd>, Refusal> {
+        let key = dirs.join(&b'/');
+        if let Some((k, fd)) = &*self.last_dir.borrow()
+            && *k == key
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(self.walk(path, dirs, true)?);
+        *self.last_dir.borrow_mut() = Some((key, fd.clone()));
+        Ok(fd)
     }
 
     /// Creates a directory (and its parents), confined.
@@ -456,7 +572,7 @@ impl Disk {
             )));
         }
         let (dirs, name) = parts.split_at(parts.len() - 1);
-        let parent = self.walk(&head.path, dirs, true)?;
+        let parent = self.parent_dir(&head.path, dirs)?;
         let name = name[0].to_vec();
         let existing = match rustix::fs::statat(&parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => None,
@@ -521,23 +637,48 @@ impl Disk {
             },
             Ok(Ok(t)) => t,
         };
-        let tmp = format!("tmp-{}", random_hex());
-        let written = (|| {
-            let fd = rustix::fs::openat(
-                &self.partial,
-                tmp.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            let mut f = File::from(fd);
+        let unnamed = rustix::fs::openat(
+            &t.parent,
+            ".",
+            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        );
+        let (tmp, opened) = match unnamed {
+            Ok(fd) => (Tmp::Unnamed(File::from(fd)), Ok(())),
+            Err(_) => {
+                let name = format!("tmp-{}", random_hex());
+                let fd = rustix::fs::openat(
+                    &self.partial,
+                    name.as_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                );
+                (Tmp::Named(name), fd.map(|fd| drop(File::from(fd))).map_err(io::Error::from))
+            }
+        };
+        let written = opened.and_then(|()| {
+            let named;
+            let mut f = match &tmp {
+                Tmp::Unnamed(f) => f,
+                Tmp::Named(name) => {
+                    named = File::from(rustix::fs::openat(
+                        &self.partial,
+                        name.as_str(),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?);
+                    &named
+                }
+            };
             f.write_all(&data)?;
-            set_meta(&f, &head.meta)
-        })();
+            set_meta(f, &head.meta)
+        });
         if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&self.partial, tmp.as_str(), AtFlags::empty());
+            self.discard(&tmp);
             return self.disk_error(&head.path, e);
         }
         self.staged_bytes += head.size;
+        self.staged_since.get_or_insert_with(Instant::now);
         self.staged.push(Staged {
             tmp,
             parent: t.parent,
@@ -561,22 +702,20 @@ impl Disk {
         rustix::fs::syncfs(&self.partial).map_err(|e| io_with(e, "sync failed"))?;
         let staged = std::mem::take(&mut self.staged);
         self.staged_bytes = 0;
-        let mut synced: Vec<rustix::fs::Stat> = Vec::new();
+        self.staged_since = None;
+        let mut synced: Vec<Arc<OwnedFd>> = Vec::new();
         for s in staged {
-            let flags = if s.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-            match rustix::fs::renameat_with(&self.partial, s.tmp.as_str(), &s.parent, s.name.as_slice(), flags) {
+            match self.place(&s) {
                 Ok(()) => {
-                    if let Ok(st) = rustix::fs::fstat(&s.parent)
-                        && !synced.iter().any(|d| d.st_ino == st.st_ino && d.st_dev == st.st_dev)
-                    {
-                        rustix::fs::fsync(&s.parent).map_err(|e| io_with(e, "sync failed"))?;
-                        synced.push(st);
+                    if !synced.iter().any(|d| Arc::ptr_eq(d, &s.parent)) {
+                        rustix::fs::fsync(&*s.parent).map_err(|e| io_with(e, "sync failed"))?;
+                        synced.push(s.parent.clone());
                     }
                     info!(file = %show(&s.shown), bytes = s.size, "stored");
                     self.reply(Frame::Stored(s.shown))?;
                 }
                 Err(e) => {
-                    let _ = rustix::fs::unlinkat(&self.partial, s.tmp.as_str(), AtFlags::empty());
+                    self.discard(&s.tmp);
                     let why = match e {
                         rustix::io::Errno::EXIST => "appeared on the server meanwhile; send again".to_string(),
                         e => io::Error::from(e).to_string(),
@@ -586,6 +725,51 @@ impl Disk {
             }
         }
         Ok(())
+    }
+
+    /// Gives a synced small file its name: never over an existing file
+    /// unless the policy replaces.
+    fn place(&self, s: &Staged) -> Result<(), rustix::io::Errno> {
+        let noreplace = if s.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+        match &s.tmp {
+            Tmp::Named(tmp) => {
+                rustix::fs::renameat_with(&self.partial, tmp.as_str(), &s.parent, s.name.as_slice(), noreplace)
+            }
+            Tmp::Unnamed(f) => {
+                // An empty path names the open file itself (where the
+                // kernel allows it: recent ones, or root); else through /proc.
+                let link = |name: &[u8]| match rustix::fs::linkat(f, "", &*s.parent, name, AtFlags::EMPTY_PATH) {
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
+                        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+                        rustix::fs::linkat(
+                            rustix::fs::CWD,
+                            proc_path.as_str(),
+                            &*s.parent,
+                            name,
+                            AtFlags::SYMLINK_FOLLOW,
+                        )
+                    }
+                    other => other,
+                };
+                if !s.replace {
+                    return link(&s.name);
+                }
+                // linkat never replaces: link under a hidden name, then
+                // rename that over the old file.
+                let hidden = format!(".sockit-tmp-{}", random_hex());
+                link(hidden.as_bytes())?;
+                rustix::fs::renameat(&s.parent, hidden.as_str(), &s.parent, s.name.as_slice()).inspect_err(|_| {
+                    let _ = rustix::fs::unlinkat(&s.parent, hidden.as_str(), AtFlags::empty());
+                })
+            }
+        }
+    }
+
+    /// Drops a small file's temporary data.
+    fn discard(&self, tmp: &Tmp) {
+        if let Tmp::Named(name) = tmp {
+            let _ = rustix::fs::unlinkat(&self.partial, name.as_str(), AtFlags::empty());
+        }
     }
 
     fn open_big(&mut self, head: Head, proceed: bool) -> io::Result<Opened> {
@@ -675,6 +859,7 @@ impl Disk {
             replace: t.replace,
             resumed_from: have,
             started: Instant::now(),
+            unflushed: 0,
             _busy: guard,
             head,
         });
@@ -688,6 +873,17 @@ impl Disk {
             let inc = self.incoming.take().expect("checked");
             let _ = rustix::fs::unlinkat(&self.partial, format!("{}.part", inc.key).as_str(), AtFlags::empty());
             return Err(describe_disk_error(&inc.head.path, e, &self.dir));
+        }
+        inc.unflushed += piece.len() as u64;
+        if inc.unflushed >= WRITEBACK {
+            // Start writing what came so far to disk now, so the fsync at
+            // the end has little left to do and dirty pages stay bounded.
+            inc.unflushed = 0;
+            // SAFETY: sync_file_range only reads its integer arguments; the
+            // descriptor is open for as long as `inc.file` lives.
+            unsafe {
+                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&inc.file), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
         }
         Ok(())
     }
