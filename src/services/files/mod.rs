@@ -43,8 +43,9 @@ pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
 /// Default for [`FilesConfig::partial_ttl`]: a day.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Small files wait for one sync of the filesystem in batches of at most
-/// this many, or [`BATCH_BYTES`].
-const BATCH_FILES: usize = 1024;
+/// this many (each holds a descriptor until then; fewer when the
+/// open-file limit is low), or [`BATCH_BYTES`].
+const BATCH_FILES: usize = 4096;
 const BATCH_BYTES: u64 = 64 << 20;
 /// How long staged small files may wait for more to share their sync.
 const LINGER: Duration = Duration::from_millis(10);
@@ -347,6 +348,7 @@ struct Disk {
     replies: mpsc::Sender<Vec<Frame>>,
     outbox: std::cell::RefCell<Vec<Frame>>,
     last_dir: std::cell::RefCell<Option<(Vec<u8>, Arc<OwnedFd>)>>,
+    batch_files: usize,
     staged: Vec<Staged>,
     staged_bytes: u64,
     staged_since: Option<Instant>,
@@ -387,6 +389,9 @@ impl Disk {
             replies,
             outbox: Default::default(),
             last_dir: Default::default(),
+            batch_files: rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .map_or(BATCH_FILES, |n| (n as usize / 8).clamp(16, BATCH_FILES)),
             staged: Vec::new(),
             staged_bytes: 0,
             staged_since: None,
@@ -687,7 +692,7 @@ impl Disk {
             replace: t.replace,
             size: head.size,
         });
-        if self.staged.len() >= BATCH_FILES || self.staged_bytes >= BATCH_BYTES {
+        if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
