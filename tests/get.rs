@@ -148,6 +148,13 @@ fn resume_with_ranges_and_without() {
     assert!(text(&out.stderr).contains("already complete"), "{}", text(&out.stderr));
     assert!(std::fs::read(&file).unwrap() == body);
 
+    // An error instead of the rest: the partial file is left alone.
+    std::fs::rename(&file, &part).unwrap();
+    let out = get(&["-C", "-o", file.to_str().unwrap(), &format!("{base}/files/gone.bin")]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    assert!(std::fs::read(&part).unwrap() == body && !file.exists());
+    std::fs::rename(&part, &file).unwrap();
+
     // A server that ignores ranges: said, and the whole file comes again.
     std::fs::remove_file(&file).unwrap();
     std::fs::write(&part, &body[..1 << 20]).unwrap();
@@ -194,6 +201,10 @@ fn tls_with_a_ca_and_without() {
     assert_ok(&out);
     assert_eq!(text(&out.stdout), "over tls\n");
     assert_ok(&get(&["--insecure", &url]));
+    // TLS to a plain HTTP port is a TLS failure too.
+    let (_plain, plain) = httpd(dir.path(), None);
+    let out = get(&[&plain.replace("http://", "https://")]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn classify(e: reqwest::Error, url: &Url) -> anyhow::Error {
         fail(exit::REDIRECTS, format!("{url}: {detail}; see where it goes with --no-follow, or raise --max-redirects"))
     } else if detail.contains("dns error") {
         fail(exit::DNS, format!("cannot resolve '{host}': {detail}; check the name"))
-    } else if tls || ["certificate", "handshake", "TLS", "tls:"].iter().any(|w| detail.contains(w)) {
+    } else if tls || ["certificate", "handshake", "TLS", "tls:", "corrupt message"].iter().any(|w| detail.contains(w)) {
         fail(
             exit::TLS,
             format!(
@@ -358,6 +358,15 @@ async fn to_file(mut resp: Response, args: &GetArgs, path: &Path, partial: &Path
             ),
             _ => {}
         }
+    }
+    if have > 0 && !status.is_success() {
+        return Err(fail(
+            if status.is_client_error() || status.is_server_error() { exit::HTTP } else { exit::FAILURE },
+            format!(
+                "HTTP {status} from {url} instead of the rest of the file; {} is kept as it was",
+                partial.display()
+            ),
+        ));
     }
     if !status.is_success() && !args.silent {
         eprintln!("sockit: warning: HTTP {status}: saving the server's answer anyway (--fail exits 9 instead)");

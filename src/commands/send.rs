@@ -459,7 +459,8 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
     let out = SyncIoBridge::new(wr);
     let rename = args.rename;
     let started = Instant::now();
-    let (result, report) = tokio::task::spawn_blocking(move || {
+    let interrupted = super::shutdown_signal();
+    let sending = tokio::task::spawn_blocking(move || {
         let mut s = Sender {
             out,
             wbuf: BytesMut::with_capacity(WRITE_BATCH * 2),
@@ -476,8 +477,14 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
         s.overall.finish_and_clear();
         let _ = s.out.shutdown();
         (r, s.report)
-    })
-    .await?;
+    });
+    let (result, report) = tokio::select! {
+        done = sending => done?,
+        _ = interrupted => {
+            eprintln!("\nsockit: interrupted; run the same command again to resume (big files go on where they stopped)");
+            return Ok(130);
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     let rate = report.bytes_sent as f64 / secs.max(1e-9);
     if args.json {
