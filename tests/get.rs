@@ -216,3 +216,39 @@ fn bad_urls_and_refused_connections_have_their_own_codes() {
     assert!(text(&out.stderr).contains("cannot connect"), "{}", text(&out.stderr));
     assert_eq!(get(&["-C", "http://127.0.0.1:1/"]).status.code(), Some(2), "-C needs a file");
 }
+
+#[test]
+fn http2_with_nginx() {
+    need("nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_ok(&run(&["cert", "--out", d.join("srv").to_str().unwrap()], b""));
+    let body = data(5 << 20);
+    std::fs::write(d.join("h2.bin"), &body).unwrap();
+    let port = free_port();
+    let conf = format!(
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+           server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {d}/srv.pem; ssl_certificate_key {d}/srv.key; root {d}; }} }}\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("nginx.conf"), conf).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c").arg(d.join("nginx.conf")).arg("-p").arg(d);
+    let _nginx = Proc::spawn(cmd, 0);
+    wait_tcp_listening(port);
+    let url = format!("https://127.0.0.1:{port}/h2.bin");
+    let ca = d.join("srv.pem");
+    let out = get(&["--tls-ca", ca.to_str().unwrap(), &url]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).starts_with("HTTP/2.0 200 OK"), "{}", text(&out.stderr));
+    assert!(out.stdout == body);
+    // Resume over HTTP/2 as well.
+    let file = d.join("copy.bin");
+    std::fs::write(d.join("copy.bin.part"), &body[..12345]).unwrap();
+    let out = get(&["-C", "-o", file.to_str().unwrap(), "--tls-ca", ca.to_str().unwrap(), &url]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("206 Partial Content"), "{}", text(&out.stderr));
+    assert!(std::fs::read(&file).unwrap() == body);
+}
