@@ -328,7 +328,7 @@ fn size_and_space_limits_say_why_and_leave_nothing() {
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&small)
         .output()
         .is_ok_and(|o| o.status.success());
@@ -337,15 +337,46 @@ fn size_and_space_limits_say_why_and_leave_nothing() {
         return;
     }
     let srv = server(&small, &[]);
-    let out = send(&srv.endpoint("files", 0), &[&file], &[]);
+    let ep = srv.endpoint("files", 0);
+    let five = tmp.path().join("five-mib.bin");
+    std::fs::write(&five, pattern(5 << 20, 4)).unwrap();
+    let out = send(&ep, &[&five], &[]);
     let listing: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|e| e.file_name()).collect();
     let parts = partials(&small);
+    // Two files that each fit the free space, but not both: the disk fills
+    // up in the middle of one of them.
+    let halves: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let p = tmp.path().join(format!("part{i}.bin"));
+            std::fs::write(&p, pattern(5 << 19, 10 + i)).unwrap();
+            p
+        })
+        .collect();
+    let senders: Vec<_> = halves
+        .iter()
+        .map(|p| {
+            let mut cmd = sockit();
+            cmd.arg("send").arg(p).args(["--to", &ep, "--limit-rate", "2MiB"]);
+            Proc::spawn(cmd, 0)
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for mut s in senders {
+        if !s.wait_exit().success() {
+            failures.push(s.stderr());
+        }
+    }
+    let after: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|e| e.file_name()).collect();
+    let parts_after = partials(&small);
     drop(srv);
     let _ = std::process::Command::new("umount").arg(&small).status();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not enough space on the server"), "{}", text(&out.stderr));
     assert_eq!(listing, [std::ffi::OsString::from(".sockit-partial")]);
     assert!(parts.is_empty(), "{parts:?}");
+    assert!(!failures.is_empty() && failures.iter().all(|f| f.contains("disk is full")), "{failures:?}");
+    assert_eq!(after.len(), 3 - failures.len(), "only what was stored whole: {after:?}");
+    assert!(parts_after.is_empty(), "no debris: {parts_after:?}");
 }
 
 #[test]
