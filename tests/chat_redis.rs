@@ -17,7 +17,11 @@ fn redis(port: u16) -> Proc {
 
 fn instance(url: &str) -> (Proc, SocketAddr) {
     let mut p = Proc::start(&["serve", "chat", "-v", "--listen", "127.0.0.1:0", "--redis", url], 1);
-    p.wait_stderr(|l| l.contains("cluster link up"));
+    // The link may come up before the listening line, which then has
+    // already been read past it.
+    if !p.stderr().contains("cluster link up") {
+        p.wait_stderr(|l| l.contains("cluster link up"));
+    }
     let addr = p.addr("chat", "tcp://");
     (p, addr)
 }
