@@ -130,6 +130,122 @@ const READ_AHEAD: usize = 64 * 1024;
 /// Raw bytes are read in pieces of at most this much.
 const CHUNK: usize = 1 << 20;
 
+/// A frame header refused before its payload is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// A type byte no frame has.
+    UnknownType(u8),
+    /// A length over the format's limit.
+    TooLarge(usize),
+}
+
+/// Bytes before the payload of a `type:u8 length:u32` frame.
+pub const HEADER: usize = 5;
+
+/// Takes one `type:u8 length:u32 (big-endian) payload` frame off the front
+/// of `buf`: `Ok(None)` until it is whole. Types outside `kinds` and
+/// lengths over `max` are refused from the header alone, so a peer can
+/// never make the reader buffer more than one frame.
+pub fn split_frame(
+    buf: &mut BytesMut,
+    kinds: std::ops::RangeInclusive<u8>,
+    max: usize,
+) -> Result<Option<(u8, bytes::Bytes)>, HeaderError> {
+    use bytes::Buf;
+    if buf.len() < HEADER {
+        return Ok(None);
+    }
+    let kind = buf[0];
+    if !kinds.contains(&kind) {
+        return Err(HeaderError::UnknownType(kind));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > max {
+        return Err(HeaderError::TooLarge(len));
+    }
+    if buf.len() < HEADER + len {
+        buf.reserve(HEADER + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER);
+    Ok(Some((kind, buf.split_to(len).freeze())))
+}
+
+/// Starts a frame of `kind` in `out`; returns where, for [`end_frame`].
+pub fn begin_frame(out: &mut BytesMut, kind: u8) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[kind, 0, 0, 0, 0]);
+    start
+}
+
+/// Writes the length of the frame begun at `start`.
+pub fn end_frame(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start - HEADER) as u32;
+    out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Implements [`Wire`] and [`crate::auth::Handshake`] for a frame enum
+/// with `Hello { flags, nonce }`, `Auth { mac }`, `Ready` and
+/// `Error(String)` variants, an inherent `encode`, and a `decode` function
+/// in scope.
+#[macro_export]
+macro_rules! framed_protocol {
+    ($frame:ident, $error:ty, context = $context:expr, server = $server:expr) => {
+        impl $crate::frames::Wire for $frame {
+            type Error = $error;
+
+            fn decode(buf: &mut ::bytes::BytesMut) -> Result<Option<Self>, $error> {
+                decode(buf)
+            }
+
+            fn encode(&self, out: &mut ::bytes::BytesMut) {
+                $frame::encode(self, out)
+            }
+        }
+
+        impl $crate::auth::Handshake for $frame {
+            const CONTEXT: &'static [u8] = $context;
+            const SERVER: &'static str = $server;
+
+            fn hello(flags: u8, nonce: [u8; 32]) -> Self {
+                $frame::Hello { flags, nonce }
+            }
+
+            fn auth(mac: [u8; 32]) -> Self {
+                $frame::Auth { mac }
+            }
+
+            fn ready() -> Self {
+                $frame::Ready
+            }
+
+            fn error(why: String) -> Self {
+                $frame::Error(why)
+            }
+
+            fn step(self) -> $crate::auth::Step {
+                use $crate::auth::Step;
+                match self {
+                    $frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
+                    $frame::Auth { mac } => Step::Auth(mac),
+                    $frame::Ready => Step::Ready,
+                    $frame::Error(why) => Step::Error(why),
+                    _ => Step::Other,
+                }
+            }
+        }
+
+        impl From<$crate::frames::HeaderError> for $error {
+            fn from(e: $crate::frames::HeaderError) -> Self {
+                match e {
+                    $crate::frames::HeaderError::UnknownType(k) => <$error>::UnknownType(k),
+                    $crate::frames::HeaderError::TooLarge(n) => <$error>::TooLarge(n),
+                }
+            }
+        }
+    };
+}
+
 /// A wire error as an I/O error of kind `InvalidData`.
 pub fn invalid(e: impl Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())

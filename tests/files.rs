@@ -30,6 +30,13 @@ fn send(ep: &str, paths: &[&Path], extra: &[&str]) -> Output {
     run_cmd(cmd, b"")
 }
 
+/// Starts `sockit send PATH` at `rate` bytes per second, in the background.
+fn slow_send(path: &Path, ep: &str, rate: &str) -> Proc {
+    let mut cmd = sockit();
+    cmd.arg("send").arg(path).args(["--to", ep, "--limit-rate", rate]);
+    Proc::spawn(cmd, 0)
+}
+
 /// Deterministic, incompressible-looking bytes.
 fn pattern(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
@@ -162,9 +169,7 @@ fn sender_killed_half_way_resumes_with_the_same_command() {
     let ep = srv.endpoint("files", 0);
     let (stop, watch) = never_partial(dest.join("data.bin"), 48 << 20);
 
-    let mut cmd = sockit();
-    cmd.arg("send").arg(&file).args(["--to", &ep, "--limit-rate", "16MiB"]);
-    let mut sender = Proc::spawn(cmd, 0);
+    let mut sender = slow_send(&file, &ep, "16MiB");
     wait_partial(&dest, 8 << 20);
     sender.signal("KILL");
     sender.wait_exit();
@@ -190,9 +195,7 @@ fn server_killed_half_way_resumes_after_restart() {
     let dest = tmp.path().join("in");
     let srv = server(&dest, &[]);
     let ep = srv.endpoint("files", 0);
-    let mut cmd = sockit();
-    cmd.arg("send").arg(&file).args(["--to", &ep, "--limit-rate", "16MiB"]);
-    let mut sender = Proc::spawn(cmd, 0);
+    let mut sender = slow_send(&file, &ep, "16MiB");
     wait_partial(&dest, 8 << 20);
     srv.signal("KILL");
     let status = sender.wait_exit();
@@ -352,14 +355,7 @@ fn size_and_space_limits_say_why_and_leave_nothing() {
             p
         })
         .collect();
-    let senders: Vec<_> = halves
-        .iter()
-        .map(|p| {
-            let mut cmd = sockit();
-            cmd.arg("send").arg(p).args(["--to", &ep, "--limit-rate", "2MiB"]);
-            Proc::spawn(cmd, 0)
-        })
-        .collect();
+    let senders: Vec<_> = halves.iter().map(|p| slow_send(p, &ep, "2MiB")).collect();
     let mut failures = Vec::new();
     for mut s in senders {
         if !s.wait_exit().success() {

@@ -27,14 +27,12 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use crate::auth::FLAG_TOKEN;
-use crate::auth::{Handshake, Step};
 
 /// The largest payload a frame may carry: bounds what a peer can make the
 /// other side buffer. Output is sent in smaller pieces.
 pub const MAX_FRAME: usize = 1 << 20;
 
-/// Bytes before the payload.
-pub const HEADER: usize = 5;
+pub use crate::frames::HEADER;
 
 /// The protocol version in Hello.
 pub const VERSION: u8 = 1;
@@ -135,9 +133,7 @@ impl Frame {
     /// Appends the encoded frame to `out`. A payload over [`MAX_FRAME`] is
     /// the caller's bug; senders keep their pieces smaller.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = out.len();
-        out.put_u8(self.kind());
-        out.put_u32(0);
+        let start = crate::frames::begin_frame(out, self.kind());
         match self {
             Frame::Hello { flags, nonce } => {
                 out.put_u8(VERSION);
@@ -167,8 +163,7 @@ impl Frame {
             }
             Frame::Error(t) | Frame::Notice(t) => out.put_slice(t.as_bytes()),
         }
-        let len = (out.len() - start - HEADER) as u32;
-        out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
+        crate::frames::end_frame(out, start);
     }
 }
 
@@ -176,24 +171,10 @@ impl Frame {
 /// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
 /// the bytes.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-    if buf.len() < HEADER {
-        return Ok(None);
+    match crate::frames::split_frame(buf, 1..=10, MAX_FRAME)? {
+        Some((kind, payload)) => parse(kind, payload).map(Some),
+        None => Ok(None),
     }
-    let kind = buf[0];
-    if !(1..=10).contains(&kind) {
-        return Err(WireError::UnknownType(kind));
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
-    }
-    if buf.len() < HEADER + len {
-        buf.reserve(HEADER + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(HEADER);
-    let payload = buf.split_to(len).freeze();
-    parse(kind, payload).map(Some)
 }
 
 fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
@@ -257,48 +238,7 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     })
 }
 
-impl crate::frames::Wire for Frame {
-    type Error = WireError;
-
-    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
-        decode(buf)
-    }
-
-    fn encode(&self, out: &mut BytesMut) {
-        Frame::encode(self, out)
-    }
-}
-
-impl Handshake for Frame {
-    const CONTEXT: &'static [u8] = b"sockit-exec-v1";
-    const SERVER: &'static str = "a sockit exec server";
-
-    fn hello(flags: u8, nonce: [u8; 32]) -> Self {
-        Frame::Hello { flags, nonce }
-    }
-
-    fn auth(mac: [u8; 32]) -> Self {
-        Frame::Auth { mac }
-    }
-
-    fn ready() -> Self {
-        Frame::Ready
-    }
-
-    fn error(why: String) -> Self {
-        Frame::Error(why)
-    }
-
-    fn step(self) -> Step {
-        match self {
-            Frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
-            Frame::Auth { mac } => Step::Auth(mac),
-            Frame::Ready => Step::Ready,
-            Frame::Error(why) => Step::Error(why),
-            _ => Step::Other,
-        }
-    }
-}
+crate::framed_protocol!(Frame, WireError, context = b"sockit-exec-v1", server = "a sockit exec server");
 
 #[cfg(test)]
 mod tests {

@@ -45,12 +45,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use crate::auth::FLAG_TOKEN;
-use crate::auth::{Handshake, Step};
 
 /// The largest control frame: paths and messages fit well within it.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Bytes before the payload.
-pub const HEADER: usize = 5;
+pub use crate::frames::HEADER;
 /// The protocol version in Hello.
 pub const VERSION: u8 = 1;
 /// Files up to this size are sent without waiting for the server: they are
@@ -176,9 +174,7 @@ impl Frame {
     /// Appends the encoded frame to `out`. A payload over [`MAX_FRAME`]
     /// (a path over [`MAX_PATH`], a huge message) is the caller's bug.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = out.len();
-        out.put_u8(self.kind());
-        out.put_u32(0);
+        let start = crate::frames::begin_frame(out, self.kind());
         let meta = |out: &mut BytesMut, m: &Meta| {
             out.put_u32(m.mode);
             out.put_i64(m.mtime);
@@ -206,8 +202,7 @@ impl Frame {
             Frame::Stored(name) => out.put_slice(name),
             Frame::Refused(t) | Frame::Error(t) => out.put_slice(t.as_bytes()),
         }
-        let len = (out.len() - start - HEADER) as u32;
-        out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
+        crate::frames::end_frame(out, start);
     }
 }
 
@@ -215,24 +210,10 @@ impl Frame {
 /// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
 /// the bytes.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-    if buf.len() < HEADER {
-        return Ok(None);
+    match crate::frames::split_frame(buf, 1..=16, MAX_FRAME)? {
+        Some((kind, payload)) => parse(kind, payload).map(Some),
+        None => Ok(None),
     }
-    let kind = buf[0];
-    if !(1..=16).contains(&kind) {
-        return Err(WireError::UnknownType(kind));
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
-    }
-    if buf.len() < HEADER + len {
-        buf.reserve(HEADER + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(HEADER);
-    let payload = buf.split_to(len).freeze();
-    parse(kind, payload).map(Some)
 }
 
 const META: usize = 16;
@@ -287,48 +268,7 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     })
 }
 
-impl crate::frames::Wire for Frame {
-    type Error = WireError;
-
-    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
-        decode(buf)
-    }
-
-    fn encode(&self, out: &mut BytesMut) {
-        Frame::encode(self, out)
-    }
-}
-
-impl Handshake for Frame {
-    const CONTEXT: &'static [u8] = b"sockit-files-v1";
-    const SERVER: &'static str = "a sockit files server";
-
-    fn hello(flags: u8, nonce: [u8; 32]) -> Self {
-        Frame::Hello { flags, nonce }
-    }
-
-    fn auth(mac: [u8; 32]) -> Self {
-        Frame::Auth { mac }
-    }
-
-    fn ready() -> Self {
-        Frame::Ready
-    }
-
-    fn error(why: String) -> Self {
-        Frame::Error(why)
-    }
-
-    fn step(self) -> Step {
-        match self {
-            Frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
-            Frame::Auth { mac } => Step::Auth(mac),
-            Frame::Ready => Step::Ready,
-            Frame::Error(why) => Step::Error(why),
-            _ => Step::Other,
-        }
-    }
-}
+crate::framed_protocol!(Frame, WireError, context = b"sockit-files-v1", server = "a sockit files server");
 
 /// Why a path is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
