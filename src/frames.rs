@@ -250,3 +250,36 @@ macro_rules! framed_protocol {
 pub fn invalid(e: impl Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
+
+/// Property checks every wire format's decoder must pass.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::*;
+
+    /// Frames encoded back to back decode to the same frames, whatever
+    /// point the bytes are cut at between two reads.
+    pub fn decode_in_any_split<F: Wire + PartialEq + std::fmt::Debug>(frames: &[F], cut: usize) {
+        let mut wire = BytesMut::new();
+        frames.iter().for_each(|f| f.encode(&mut wire));
+        let cut = cut % (wire.len() + 1);
+        let mut buf = BytesMut::from(&wire[..cut]);
+        let mut got = Vec::new();
+        while let Some(f) = F::decode(&mut buf).ok().expect("valid frames") {
+            got.push(f);
+        }
+        buf.extend_from_slice(&wire[cut..]);
+        while let Some(f) = F::decode(&mut buf).ok().expect("valid frames") {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+        assert!(buf.is_empty());
+    }
+
+    /// Arbitrary bytes never panic the decoder nor make it buffer more than
+    /// one frame of at most `max` bytes.
+    pub fn arbitrary_bytes<F: Wire>(bytes: &[u8], max: usize) {
+        let mut buf = BytesMut::from(bytes);
+        while let Ok(Some(_)) = F::decode(&mut buf) {}
+        assert!(buf.capacity() <= max + HEADER + bytes.len());
+    }
+}

@@ -320,30 +320,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn streams_of_frames_decode_in_any_split(frames in proptest::collection::vec(frame(), 1..8), cut in any::<prop::sample::Index>()) {
-            let mut wire = BytesMut::new();
-            for f in &frames {
-                f.encode(&mut wire);
-            }
-            let cut = cut.index(wire.len() + 1);
-            let mut buf = BytesMut::from(&wire[..cut]);
-            let mut got = Vec::new();
-            while let Some(f) = decode(&mut buf).unwrap() {
-                got.push(f);
-            }
-            buf.extend_from_slice(&wire[cut..]);
-            while let Some(f) = decode(&mut buf).unwrap() {
-                got.push(f);
-            }
-            prop_assert_eq!(got, frames);
-            prop_assert!(buf.is_empty());
+        fn streams_of_frames_decode_in_any_split(frames in proptest::collection::vec(frame(), 1..8), cut in any::<usize>()) {
+            crate::frames::checks::decode_in_any_split(&frames, cut);
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = decode(&mut buf) {}
-            prop_assert!(buf.capacity() <= MAX_FRAME + HEADER + bytes.len());
+            crate::frames::checks::arbitrary_bytes::<Frame>(&bytes, MAX_FRAME);
         }
     }
 }
