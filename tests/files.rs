@@ -272,6 +272,17 @@ fn hand_crafted_paths_cannot_leave_the_directory() {
     refused(raw.send_file(b".sockit-partial/x.part", b"x"), "server's own");
     // The session goes on after refusals, and a good name is stored.
     assert_eq!(raw.send_file(b"fine.txt", b"ok"), Frame::Stored(b"fine.txt".to_vec()));
+    // Pipelined entries are answered in order, refusals included.
+    let mut out = BytesMut::new();
+    for (path, data) in [(&b"p1.txt"[..], &b"one"[..]), (b"../p2", b"two"), (b"p3.txt", b"three")] {
+        Frame::File { size: data.len() as u64, meta: Meta::default(), flags: 0, path: path.to_vec() }.encode(&mut out);
+        out.extend_from_slice(data);
+        Frame::Done(*blake3::hash(data).as_bytes()).encode(&mut out);
+    }
+    raw.s.write_all(&out).unwrap();
+    assert_eq!(raw.recv(), Frame::Stored(b"p1.txt".to_vec()));
+    refused(raw.recv(), "'..'");
+    assert_eq!(raw.recv(), Frame::Stored(b"p3.txt".to_vec()));
     // Bytes that do not match their hash are never stored.
     let mut out = BytesMut::new();
     Frame::File { size: 2, meta: Meta::default(), flags: 0, path: b"bad.txt".to_vec() }.encode(&mut out);
@@ -359,7 +370,8 @@ fn size_and_space_limits_say_why_and_leave_nothing() {
     let mut failures = Vec::new();
     for mut s in senders {
         if !s.wait_exit().success() {
-            failures.push(s.stderr());
+            // The exit can be seen before the last stderr line is read.
+            failures.push(s.wait_stderr(|l| l.starts_with("sockit:")));
         }
     }
     let after: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|e| e.file_name()).collect();

@@ -281,8 +281,15 @@ fn unexpected(f: &Frame, wanted: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("protocol error: got {name}, expected {wanted}"))
 }
 
+/// What a small file's entry waits for: its sync and name, or (when it was
+/// answered at once) only its turn, so answers keep the entries' order.
+enum Staged {
+    File(StagedFile),
+    Answer(Frame),
+}
+
 /// A small file written and waiting for the batch's sync.
-struct Staged {
+struct StagedFile {
     tmp: Tmp,
     parent: Arc<OwnedFd>,
     name: Vec<u8>,
@@ -340,7 +347,8 @@ struct Refusal(String);
 /// The session's disk side: everything that touches the filesystem.
 struct Disk {
     root: OwnedFd,
-    partial: OwnedFd,
+    partial: Arc<OwnedFd>,
+    committing: Option<std::thread::JoinHandle<io::Result<()>>>,
     dir: PathBuf,
     policy: Policy,
     max_size: u64,
@@ -381,7 +389,8 @@ impl Disk {
         };
         Ok(Disk {
             root,
-            partial,
+            partial: Arc::new(partial),
+            committing: None,
             dir: config.dir.clone(),
             policy: config.policy,
             max_size: config.max_size,
@@ -425,11 +434,13 @@ impl Disk {
         if let Some(ttl) = sweep {
             self.sweep(ttl);
         }
-        let result = self.work(&mut jobs);
-        // Small files not yet synced and renamed are not kept; a big one
+        let result = self.work(&mut jobs).and_then(|()| self.join_commit());
+        // Small files not yet synced and named are not kept; a big one
         // stays for resume (its key is released by the guard).
         for s in std::mem::take(&mut self.staged) {
-            self.discard(&s.tmp);
+            if let Staged::File(f) = s {
+                discard(&self.partial, &f.tmp);
+            }
         }
         if let Err(e) = &result {
             let _ = self.reply(Frame::Error(e.to_string()));
@@ -461,7 +472,7 @@ impl Disk {
                         }
                         continue;
                     }
-                    self.flush()?;
+                    self.flush(false)?;
                     self.send_replies()?;
                     match jobs.blocking_recv() {
                         Some(job) => job,
@@ -478,7 +489,7 @@ impl Disk {
     /// Does one job; true at End.
     fn dispatch(&mut self, job: Job) -> io::Result<bool> {
         if !matches!(job, Job::Small { .. }) {
-            self.flush()?;
+            self.flush(true)?;
         }
         match job {
             Job::Dir { meta, path } => {
@@ -628,16 +639,16 @@ impl Disk {
 
     fn small(&mut self, head: Head, data: Bytes, hash: Hash) -> io::Result<()> {
         if *blake3::hash(&data).as_bytes() != hash {
-            return self.reply(Frame::Refused(format!(
+            return self.answer(Frame::Refused(format!(
                 "{}: BLAKE3 mismatch: the data changed in transit or on the sender; send it again",
                 show(&head.path)
             )));
         }
         let t = match self.target(&head, false) {
-            Err(Refusal(why)) => return self.reply(Frame::Refused(why)),
-            Ok(Err(theirs)) if theirs == hash => return self.reply(Frame::Same),
+            Err(Refusal(why)) => return self.answer(Frame::Refused(why)),
+            Ok(Err(theirs)) if theirs == hash => return self.answer(Frame::Same),
             Ok(Err(_)) => match self.target(&head, true) {
-                Err(Refusal(why)) => return self.reply(Frame::Refused(why)),
+                Err(Refusal(why)) => return self.answer(Frame::Refused(why)),
                 Ok(t) => t.expect("proceeding never asks"),
             },
             Ok(Ok(t)) => t,
@@ -679,101 +690,60 @@ impl Disk {
             set_meta(f, &head.meta)
         });
         if let Err(e) = written {
-            self.discard(&tmp);
-            return self.disk_error(&head.path, e);
+            discard(&self.partial, &tmp);
+            let e = describe_disk_error(&head.path, e, &self.dir);
+            if is_full(&e) {
+                return Err(e);
+            }
+            warn!(file = %show(&head.path), error = %e, "not stored");
+            return self.answer(Frame::Refused(e.to_string()));
         }
         self.staged_bytes += head.size;
         self.staged_since.get_or_insert_with(Instant::now);
-        self.staged.push(Staged {
+        self.staged.push(Staged::File(StagedFile {
             tmp,
             parent: t.parent,
             name: t.name,
             shown: t.shown,
             replace: t.replace,
             size: head.size,
-        });
+        }));
         if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES {
-            self.flush()?;
+            // Synced on another thread while this one writes the next batch.
+            self.flush(false)?;
         }
+        Ok(())
+    }
+
+    /// Answers a small file's entry in its turn: after the staged ones.
+    fn answer(&mut self, f: Frame) -> io::Result<()> {
+        if self.staged.is_empty() && self.committing.is_none() {
+            return self.reply(f);
+        }
+        self.staged.push(Staged::Answer(f));
         Ok(())
     }
 
     /// Syncs the staged small files with one sync of the filesystem, then
-    /// renames each into place and syncs the directories.
-    fn flush(&mut self) -> io::Result<()> {
-        if self.staged.is_empty() {
-            return Ok(());
+    /// names each and syncs their directories, on a thread of its own;
+    /// with `wait`, until that is done (before any other answer is sent).
+    fn flush(&mut self, wait: bool) -> io::Result<()> {
+        self.join_commit()?;
+        if !self.staged.is_empty() {
+            self.send_replies()?;
+            let batch = std::mem::take(&mut self.staged);
+            self.staged_bytes = 0;
+            self.staged_since = None;
+            let (partial, replies, span) = (self.partial.clone(), self.replies.clone(), tracing::Span::current());
+            self.committing = Some(std::thread::spawn(move || span.in_scope(|| commit(batch, &partial, &replies))));
         }
-        rustix::fs::syncfs(&self.partial).map_err(|e| io_with(e, "sync failed"))?;
-        let staged = std::mem::take(&mut self.staged);
-        self.staged_bytes = 0;
-        self.staged_since = None;
-        let mut synced: Vec<Arc<OwnedFd>> = Vec::new();
-        for s in staged {
-            match self.place(&s) {
-                Ok(()) => {
-                    if !synced.iter().any(|d| Arc::ptr_eq(d, &s.parent)) {
-                        rustix::fs::fsync(&*s.parent).map_err(|e| io_with(e, "sync failed"))?;
-                        synced.push(s.parent.clone());
-                    }
-                    info!(file = %show(&s.shown), bytes = s.size, "stored");
-                    self.reply(Frame::Stored(s.shown))?;
-                }
-                Err(e) => {
-                    self.discard(&s.tmp);
-                    let why = match e {
-                        rustix::io::Errno::EXIST => "appeared on the server meanwhile; send again".to_string(),
-                        e => io::Error::from(e).to_string(),
-                    };
-                    self.reply(Frame::Refused(format!("{}: {why}", show(&s.shown))))?;
-                }
-            }
-        }
-        Ok(())
+        if wait { self.join_commit() } else { Ok(()) }
     }
 
-    /// Gives a synced small file its name: never over an existing file
-    /// unless the policy replaces.
-    fn place(&self, s: &Staged) -> Result<(), rustix::io::Errno> {
-        let noreplace = if s.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-        match &s.tmp {
-            Tmp::Named(tmp) => {
-                rustix::fs::renameat_with(&self.partial, tmp.as_str(), &s.parent, s.name.as_slice(), noreplace)
-            }
-            Tmp::Unnamed(f) => {
-                // An empty path names the open file itself (where the
-                // kernel allows it: recent ones, or root); else through /proc.
-                let link = |name: &[u8]| match rustix::fs::linkat(f, "", &*s.parent, name, AtFlags::EMPTY_PATH) {
-                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
-                        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
-                        rustix::fs::linkat(
-                            rustix::fs::CWD,
-                            proc_path.as_str(),
-                            &*s.parent,
-                            name,
-                            AtFlags::SYMLINK_FOLLOW,
-                        )
-                    }
-                    other => other,
-                };
-                if !s.replace {
-                    return link(&s.name);
-                }
-                // linkat never replaces: link under a hidden name, then
-                // rename that over the old file.
-                let hidden = format!(".sockit-tmp-{}", random_hex());
-                link(hidden.as_bytes())?;
-                rustix::fs::renameat(&s.parent, hidden.as_str(), &s.parent, s.name.as_slice()).inspect_err(|_| {
-                    let _ = rustix::fs::unlinkat(&s.parent, hidden.as_str(), AtFlags::empty());
-                })
-            }
-        }
-    }
-
-    /// Drops a small file's temporary data.
-    fn discard(&self, tmp: &Tmp) {
-        if let Tmp::Named(name) = tmp {
-            let _ = rustix::fs::unlinkat(&self.partial, name.as_str(), AtFlags::empty());
+    fn join_commit(&mut self) -> io::Result<()> {
+        match self.committing.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("the sync thread failed"))),
+            None => Ok(()),
         }
     }
 
@@ -944,7 +914,7 @@ impl Disk {
     /// the one file.
     fn disk_error(&self, path: &[u8], e: io::Error) -> io::Result<()> {
         let e = describe_disk_error(path, e, &self.dir);
-        if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded {
+        if is_full(&e) {
             return Err(e);
         }
         warn!(file = %show(path), error = %e, "not stored");
@@ -979,6 +949,85 @@ impl Disk {
             }
         }
     }
+}
+
+/// Syncs a batch of small files and names them, answering each entry in
+/// order.
+fn commit(batch: Vec<Staged>, partial: &OwnedFd, replies: &mpsc::Sender<Vec<Frame>>) -> io::Result<()> {
+    if batch.iter().any(|s| matches!(s, Staged::File(_))) {
+        rustix::fs::syncfs(partial).map_err(|e| io_with(e, "sync failed"))?;
+    }
+    let mut synced: Vec<Arc<OwnedFd>> = Vec::new();
+    let mut answers = Vec::with_capacity(batch.len());
+    for s in batch {
+        let s = match s {
+            Staged::Answer(f) => {
+                answers.push(f);
+                continue;
+            }
+            Staged::File(s) => s,
+        };
+        match place(partial, &s) {
+            Ok(()) => {
+                if !synced.iter().any(|d| Arc::ptr_eq(d, &s.parent)) {
+                    rustix::fs::fsync(&*s.parent).map_err(|e| io_with(e, "sync failed"))?;
+                    synced.push(s.parent.clone());
+                }
+                info!(file = %show(&s.shown), bytes = s.size, "stored");
+                answers.push(Frame::Stored(s.shown));
+            }
+            Err(e) => {
+                discard(partial, &s.tmp);
+                let why = match e {
+                    rustix::io::Errno::EXIST => "appeared on the server meanwhile; send again".to_string(),
+                    e => io::Error::from(e).to_string(),
+                };
+                answers.push(Frame::Refused(format!("{}: {why}", show(&s.shown))));
+            }
+        }
+    }
+    replies.blocking_send(answers).map_err(|_| io::Error::other("the connection closed"))
+}
+
+/// Gives a synced small file its name: never over an existing file unless
+/// the policy replaces.
+fn place(partial: &OwnedFd, s: &StagedFile) -> Result<(), rustix::io::Errno> {
+    let noreplace = if s.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+    match &s.tmp {
+        Tmp::Named(tmp) => rustix::fs::renameat_with(partial, tmp.as_str(), &*s.parent, s.name.as_slice(), noreplace),
+        Tmp::Unnamed(f) => {
+            // An empty path names the open file itself (where the kernel
+            // allows it: recent ones, or root); else through /proc.
+            let link = |name: &[u8]| match rustix::fs::linkat(f, "", &*s.parent, name, AtFlags::EMPTY_PATH) {
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
+                    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+                    rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &*s.parent, name, AtFlags::SYMLINK_FOLLOW)
+                }
+                other => other,
+            };
+            if !s.replace {
+                return link(&s.name);
+            }
+            // linkat never replaces: link under a hidden name, then rename
+            // that over the old file.
+            let hidden = format!(".sockit-tmp-{}", random_hex());
+            link(hidden.as_bytes())?;
+            rustix::fs::renameat(&*s.parent, hidden.as_str(), &*s.parent, s.name.as_slice()).inspect_err(|_| {
+                let _ = rustix::fs::unlinkat(&*s.parent, hidden.as_str(), AtFlags::empty());
+            })
+        }
+    }
+}
+
+/// Drops a small file's temporary data.
+fn discard(partial: &OwnedFd, tmp: &Tmp) {
+    if let Tmp::Named(name) = tmp {
+        let _ = rustix::fs::unlinkat(partial, name.as_str(), AtFlags::empty());
+    }
+}
+
+fn is_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 fn dir_flags() -> OFlags {
