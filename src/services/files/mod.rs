@@ -47,6 +47,9 @@ pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// open-file limit is low), or [`BATCH_BYTES`].
 const BATCH_FILES: usize = 4096;
 const BATCH_BYTES: u64 = 64 << 20;
+/// Directories one session may create: their modes and times are kept
+/// in memory until the end.
+const MAX_DIRS: usize = 1_000_000;
 /// How long staged small files may wait for more to share their sync.
 const LINGER: Duration = Duration::from_millis(10);
 /// Data pieces queued between the network and the disk, per session.
@@ -493,7 +496,12 @@ impl Disk {
         }
         match job {
             Job::Dir { meta, path } => {
-                let answer = self.make_dir(&path).map(|()| {
+                let answer = if self.dirs.len() >= MAX_DIRS {
+                    Err(Refusal(format!("{}: over {MAX_DIRS} directories in one session", show(&path))))
+                } else {
+                    self.make_dir(&path)
+                };
+                let answer = answer.map(|()| {
                     self.dirs.push((path.clone(), meta));
                     Frame::Stored(path)
                 });
