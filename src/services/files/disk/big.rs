@@ -1,0 +1,219 @@
+//! Big files: written to `.sockit-partial/<key>.part` as they arrive,
+//! hashed on the way (a resumed file's earlier part too), fsynced and
+//! renamed into place when the sender's BLAKE3 matches.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use tracing::{info, warn};
+
+use super::super::wire::{Frame, Hash};
+use super::super::{Head, Opened, WRITEBACK};
+use super::{Disk, Refusal, describe_disk_error, set_meta, show};
+
+/// A big file being received.
+pub(super) struct Incoming {
+    head: Head,
+    file: File,
+    key: String,
+    hasher: blake3::Hasher,
+    parent: Arc<OwnedFd>,
+    name: Vec<u8>,
+    shown: Vec<u8>,
+    replace: bool,
+    resumed_from: u64,
+    started: Instant,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
+    _busy: BusyGuard,
+}
+
+/// Releases a partial file's key when its writer ends.
+pub(super) struct BusyGuard(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+impl Disk {
+    pub(super) fn open_big(&mut self, head: Head, proceed: bool) -> io::Result<Opened> {
+        let t = match self.target(&head, proceed) {
+            Err(Refusal(why)) => {
+                self.reply(Frame::Refused(why))?;
+                return Ok(Opened::Refused);
+            }
+            Ok(Err(hash)) => {
+                self.pending = Some(head);
+                self.reply(Frame::Exists(hash))?;
+                return Ok(Opened::Exists);
+            }
+            Ok(Ok(t)) => t,
+        };
+        let key = partial_key(&head);
+        // A sender run again at once after being killed may come before
+        // its old connection is noticed gone: give that a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let guard = {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(key.clone()) {
+                drop(busy);
+                self.reply(Frame::Refused(format!(
+                    "{}: another connection is receiving this file now; try again when it is done",
+                    show(&head.path)
+                )))?;
+                return Ok(Opened::Refused);
+            }
+            BusyGuard(self.busy.clone(), key.clone())
+        };
+        let part = format!("{key}.part");
+        let opened = (|| {
+            let fd = rustix::fs::openat(
+                &self.partial,
+                part.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut file = File::from(fd);
+            let mut have = file.metadata()?.len();
+            if have > head.size {
+                file.set_len(0)?;
+                have = 0;
+            }
+            let mut hasher = blake3::Hasher::new();
+            if have > 0 {
+                // What is already here counts toward the end-to-end hash.
+                file.seek(SeekFrom::Start(0))?;
+                hasher.update_reader((&mut file).take(have))?;
+            }
+            file.seek(SeekFrom::Start(have))?;
+            io::Result::Ok((file, hasher, have))
+        })();
+        let (file, hasher, have) = match opened {
+            Ok(x) => x,
+            Err(e) => return self.disk_error(&head.path, e).map(|()| Opened::Refused),
+        };
+        let need = head.size - have;
+        if let Ok(vfs) = rustix::fs::fstatvfs(&file)
+            && vfs.f_bavail.saturating_mul(vfs.f_frsize) < need
+        {
+            drop(file);
+            let _ = rustix::fs::unlinkat(&self.partial, part.as_str(), AtFlags::empty());
+            self.reply(Frame::Refused(format!(
+                "{}: not enough space on the server: {} needed, {} free",
+                show(&head.path),
+                indicatif::HumanBytes(need),
+                indicatif::HumanBytes(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+            )))?;
+            return Ok(Opened::Refused);
+        }
+        if have > 0 {
+            info!(file = %show(&head.path), from = have, "resuming");
+        }
+        self.reply(Frame::Send(have))?;
+        self.incoming = Some(Incoming {
+            file,
+            key,
+            hasher,
+            parent: t.parent,
+            name: t.name,
+            shown: t.shown,
+            replace: t.replace,
+            resumed_from: have,
+            started: Instant::now(),
+            unflushed: 0,
+            _busy: guard,
+            head,
+        });
+        Ok(Opened::Send(have))
+    }
+
+    pub(super) fn write_piece(&mut self, piece: &[u8]) -> io::Result<()> {
+        let inc = self.incoming.as_mut().ok_or_else(|| io::Error::other("file data outside a file"))?;
+        inc.hasher.update(piece);
+        if let Err(e) = inc.file.write_all(piece) {
+            let inc = self.incoming.take().expect("checked");
+            let _ = rustix::fs::unlinkat(&self.partial, format!("{}.part", inc.key).as_str(), AtFlags::empty());
+            return Err(describe_disk_error(&inc.head.path, e, &self.dir));
+        }
+        inc.unflushed += piece.len() as u64;
+        if inc.unflushed >= WRITEBACK {
+            // Start writing what came so far to disk now, so the fsync at
+            // the end has little left to do and dirty pages stay bounded.
+            inc.unflushed = 0;
+            // SAFETY: sync_file_range only reads its integer arguments; the
+            // descriptor is open for as long as `inc.file` lives.
+            unsafe {
+                libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&inc.file), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_big(&mut self, hash: Hash) -> io::Result<()> {
+        let inc = self.incoming.take().ok_or_else(|| io::Error::other("Done outside a file"))?;
+        let part = format!("{}.part", inc.key);
+        if *inc.hasher.finalize().as_bytes() != hash {
+            let _ = rustix::fs::unlinkat(&self.partial, part.as_str(), AtFlags::empty());
+            warn!(file = %show(&inc.head.path), resumed_from = inc.resumed_from, "BLAKE3 mismatch; partial data dropped");
+            return self.reply(Frame::Refused(format!(
+                "{}: BLAKE3 mismatch{}: nothing was stored; send it again",
+                show(&inc.head.path),
+                if inc.resumed_from > 0 { " (the partial data on the server did not match)" } else { "" }
+            )));
+        }
+        let flags = if inc.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+        let stored = (|| {
+            set_meta(&inc.file, &inc.head.meta)?;
+            inc.file.sync_all()?;
+            rustix::fs::renameat_with(&self.partial, part.as_str(), &inc.parent, inc.name.as_slice(), flags)?;
+            rustix::fs::fsync(&inc.parent)?;
+            io::Result::Ok(())
+        })();
+        match stored {
+            Ok(()) => {
+                let secs = inc.started.elapsed().as_secs_f64();
+                info!(
+                    file = %show(&inc.shown),
+                    bytes = inc.head.size,
+                    resumed_from = inc.resumed_from,
+                    mib_per_s = ((inc.head.size - inc.resumed_from) as f64 / secs.max(1e-6) / 1048576.0) as u64,
+                    "stored"
+                );
+                self.reply(Frame::Stored(inc.shown))
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                let _ = rustix::fs::unlinkat(&self.partial, part.as_str(), AtFlags::empty());
+                self.reply(Frame::Refused(format!(
+                    "{}: appeared on the server meanwhile; send again",
+                    show(&inc.shown)
+                )))
+            }
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.partial, part.as_str(), AtFlags::empty());
+                self.disk_error(&inc.head.path, e)
+            }
+        }
+    }
+}
+
+/// The name of a big file's partial data: the same path, size and time
+/// from the sender give the same key, so a second send finds it.
+fn partial_key(head: &Head) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"sockit-partial-v1");
+    h.update(&head.size.to_be_bytes());
+    h.update(&head.meta.mtime.to_be_bytes());
+    h.update(&head.meta.mtime_ns.to_be_bytes());
+    h.update(&head.path);
+    h.finalize().to_hex()[..32].to_string()
+}
