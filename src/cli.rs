@@ -9,7 +9,7 @@ use crate::logging::LogFormat;
 
 const EXAMPLES: &str = "\
 Examples:
-  sockit serve                          echo, stamp and greet on 127.0.0.1
+  sockit serve                          echo, stamp, greet, chat and files on 127.0.0.1
   sockit serve echo --listen 127.0.0.1:0 --listen unix:///tmp/echo.sock
   sockit connect localhost:7014         talk to the greet service
   echo hi | sockit connect udp://127.0.0.1:7013
@@ -53,7 +53,7 @@ impl Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run built-in services (default: echo, stamp, greet on 127.0.0.1).
+    /// Run built-in services (default: echo, stamp, greet, chat, files on 127.0.0.1).
     Serve(ServeArgs),
     /// Netcat client: stdin to the socket, the socket to stdout.
     #[command(visible_alias = "c")]
