@@ -14,6 +14,9 @@ Examples:
   sockit connect localhost:7014         talk to the greet service
   echo hi | sockit connect udp://127.0.0.1:7013
   sockit listen 127.0.0.1:9000          wait for one peer, then pipe stdin/stdout
+  sockit send photos/ --to 127.0.0.1:7080
+                                        send a tree to the files service, verified
+  sockit get -O https://example.com/f   download to ./f (resume with -C)
 
 Endpoints: HOST:PORT, [::1]:PORT, tcp://HOST:PORT, udp://HOST:PORT,
 unix:///path/to.sock, tls://HOST:PORT. Servers bind to 127.0.0.1 by default.";
