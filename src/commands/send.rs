@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use super::tls_args::TlsClientArgs;
 use crate::auth;
 use crate::endpoint::Endpoint;
 use crate::frames::{FrameReader, FrameStream};
+use crate::services::files::hash_prefix;
 use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, SMALL};
 use crate::units::parse_duration;
 
@@ -214,9 +215,7 @@ impl<W: Write> Sender<W> {
     fn settle(&mut self, f: Frame) -> anyhow::Result<()> {
         let p = self.pending.pop_front().context("protocol error: an answer nobody asked for")?;
         match f {
-            Frame::Stored(name) if p.dir => {
-                let _ = name;
-            }
+            Frame::Stored(_) if p.dir => {}
             Frame::Stored(name) => {
                 self.report.stored += 1;
                 if name != p.rel {
@@ -361,15 +360,12 @@ impl<W: Write> Sender<W> {
         let bar = self.bars.insert_before(&self.overall, ProgressBar::new(size));
         bar.set_style(style("  {msg:30!} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"));
         bar.set_message(String::from_utf8_lossy(rel).into_owned());
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = hash_prefix(file, offset)?;
         if offset > 0 {
-            file.seek(SeekFrom::Start(0))?;
-            hasher.update_reader(file.take(offset))?;
             bar.set_position(offset);
             self.overall.inc(offset);
             bar.reset_eta();
         }
-        file.seek(SeekFrom::Start(offset))?;
         let mut left = size - offset;
         let began = Instant::now();
         let piece = self.limit_rate.map_or(PIECE, |r| (r as usize / 10).clamp(1, PIECE));
@@ -409,10 +405,7 @@ impl<W: Write> Sender<W> {
 
 fn hash_file(file: &mut File, size: u64, bar: &ProgressBar) -> anyhow::Result<Hash> {
     bar.set_message("comparing with the copy on the server");
-    file.seek(SeekFrom::Start(0))?;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file.take(size))?;
-    Ok(*hasher.finalize().as_bytes())
+    Ok(*hash_prefix(file, size)?.finalize().as_bytes())
 }
 
 fn lost(e: std::io::Error) -> anyhow::Error {

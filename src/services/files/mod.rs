@@ -115,6 +115,20 @@ impl Files {
     }
 }
 
+/// A hasher that has taken the first `n` bytes of `file`, which is left
+/// positioned at `n`: for a resumed file, on both sides, and for comparing
+/// with a copy already there.
+pub fn hash_prefix(file: &mut std::fs::File, n: u64) -> io::Result<blake3::Hasher> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut hasher = blake3::Hasher::new();
+    file.seek(SeekFrom::Start(0))?;
+    let read = std::io::copy(&mut (&mut *file).take(n), &mut hasher)?;
+    if read < n {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+    }
+    Ok(hasher)
+}
+
 /// Work for the session's disk thread, in the order frames arrived.
 enum Job {
     Dir { meta: Meta, path: Vec<u8> },

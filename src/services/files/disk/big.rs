@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,13 +89,8 @@ impl Disk {
                 file.set_len(0)?;
                 have = 0;
             }
-            let mut hasher = blake3::Hasher::new();
-            if have > 0 {
-                // What is already here counts toward the end-to-end hash.
-                file.seek(SeekFrom::Start(0))?;
-                hasher.update_reader((&mut file).take(have))?;
-            }
-            file.seek(SeekFrom::Start(have))?;
+            // What is already here counts toward the end-to-end hash.
+            let hasher = super::super::hash_prefix(&mut file, have)?;
             io::Result::Ok((file, hasher, have))
         })();
         let (file, hasher, have) = match opened {
