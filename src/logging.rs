@@ -6,7 +6,8 @@
 //! `--log-format json` every event is one JSON object per line and the
 //! default level is info, so scripts see every event.
 
-use std::io::IsTerminal;
+use std::cell::RefCell;
+use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
@@ -41,13 +42,64 @@ pub fn init(verbosity: i8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
+}
+
+thread_local! {
+    /// Lines held back by a [`Batch`] on this thread.
+    static HELD: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Lines held back are written once they reach this size, at the latest.
+const HELD_MAX: usize = 64 * 1024;
+
+/// While one is alive, this thread's log lines are gathered and written
+/// together when it drops (or every [`HELD_MAX`] bytes): a loop that logs
+/// a line per item pays one write for many.
+#[must_use]
+pub struct Batch(());
+
+/// Starts holding this thread's log lines until the returned guard drops.
+pub fn batch() -> Batch {
+    HELD.with(|h| h.borrow_mut().get_or_insert_with(Vec::new).clear());
+    Batch(())
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(held) = HELD.with(|h| h.borrow_mut().take()) {
+            let _ = io::stderr().write_all(&held);
+        }
+    }
+}
+
+/// The log writer: stderr, through this thread's [`Batch`] if one is alive.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let full = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let held = h.as_mut()?;
+            held.extend_from_slice(buf);
+            Some((held.len() >= HELD_MAX).then(|| std::mem::take(held)))
+        });
+        match full {
+            None => io::stderr().write(buf),
+            Some(Some(out)) => io::stderr().write_all(&out).map(|()| buf.len()),
+            Some(None) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
 }
 
 /// Prints the TLS certificate's fingerprint at start, for clients to pin

@@ -112,6 +112,8 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
     std::fs::write(src.join("sub/deep/b.bin"), pattern(3 << 20, 1)).unwrap();
     std::fs::write(src.join("sub/c.sh"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(src.join("sub/c.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    // Wider than the server's umask lets a new file be: set after creating.
+    std::fs::set_permissions(src.join("a.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
     let old = std::time::UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
     std::fs::File::options().write(true).open(src.join("a.txt")).unwrap().set_modified(old).unwrap();
@@ -133,6 +135,9 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
     assert_eq!(m.permissions().mode() & 0o777, 0o750);
     let m = std::fs::metadata(dest.join("tree/a.txt")).unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 123_456_789));
+    assert_eq!(m.permissions().mode() & 0o777, 0o666);
+    // Every file stored is logged, small (gathered per batch) and big.
+    srv.wait_stderr(|l| l.contains("stored") && l.contains("tree/a.txt"));
     srv.wait_stderr(|l| l.contains("stored") && l.contains("tree/sub/deep/b.bin"));
 
     // Again: everything is there and identical, nothing is written.
@@ -141,6 +146,14 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
     let j = json(&out);
     assert_eq!((j["stored"].as_u64(), j["same"].as_u64()), (Some(0), Some(4)), "{j}");
     assert!(partials(&dest).is_empty(), "{:?}", partials(&dest));
+
+    // One directory named twice in one command: the second copy finds the
+    // first (in a directory the session itself made) and is "already there".
+    let out = send(&ep, &[&src.join("sub"), &src.join("sub")], &["--json"]);
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!((j["stored"].as_u64(), j["same"].as_u64()), (Some(2), Some(2)), "{j}");
+    assert_eq!(std::fs::read(dest.join("sub/c.sh")).unwrap(), b"#!/bin/sh\n");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -92,58 +92,110 @@ fn meta_of(m: &std::fs::Metadata) -> Meta {
     }
 }
 
-/// Everything the paths name, parents before children; warnings for what
-/// is skipped.
-fn collect(paths: &[PathBuf]) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
-    let (mut entries, mut warnings) = (Vec::new(), Vec::new());
-    for path in paths {
-        let m = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-        let name = match path.file_name() {
-            Some(n) => n.to_owned(),
-            None => std::fs::canonicalize(path)?
-                .file_name()
-                .map(|n| n.to_owned())
-                .with_context(|| format!("{}: cannot send the root directory by that name", path.display()))?,
-        };
-        walk(path, name.as_bytes().to_vec(), &m, &mut entries, &mut warnings)?;
-    }
-    Ok((entries, warnings))
+/// What the walk finds, parents before children.
+#[derive(Debug)]
+enum Found {
+    Entry(Entry),
+    /// Left out on purpose (a symlink, a device): a warning.
+    Skipped(String),
+    /// Could not be read: counts as not sent.
+    Unreadable(String),
 }
 
-fn walk(
-    path: &Path,
-    rel: Vec<u8>,
-    m: &std::fs::Metadata,
-    entries: &mut Vec<Entry>,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<()> {
+/// The paths as given, each with the name it is sent under and its
+/// metadata: checked before connecting, so a typo fails at once.
+fn roots(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Vec<u8>, std::fs::Metadata)>> {
+    paths
+        .iter()
+        .map(|path| {
+            let m = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+            let name = match path.file_name() {
+                Some(n) => n.to_owned(),
+                None => std::fs::canonicalize(path)?
+                    .file_name()
+                    .map(|n| n.to_owned())
+                    .with_context(|| format!("{}: cannot send the root directory by that name", path.display()))?,
+            };
+            Ok((path.clone(), name.as_bytes().to_vec(), m))
+        })
+        .collect()
+}
+
+/// Walks the trees on a thread of its own, handing over what it finds in
+/// batches as it goes: sending starts with the first files, not after the
+/// last stat.
+fn spawn_walk(roots: Vec<(PathBuf, Vec<u8>, std::fs::Metadata)>) -> std::sync::mpsc::Receiver<Vec<Found>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(WALK_AHEAD);
+    std::thread::spawn(move || {
+        let mut out = Walk { batch: Vec::with_capacity(WALK_BATCH), tx };
+        for (path, rel, m) in roots {
+            if walk(&path, rel, &m, &mut out).is_err() {
+                return; // the sender is gone
+            }
+        }
+        let _ = out.tx.send(out.batch);
+    });
+    rx
+}
+
+/// Entries handed over together, and how many such batches the walk may
+/// be ahead of the sending.
+const WALK_BATCH: usize = 256;
+const WALK_AHEAD: usize = 16;
+
+/// The walk's output.
+struct Walk {
+    batch: Vec<Found>,
+    tx: std::sync::mpsc::SyncSender<Vec<Found>>,
+}
+
+/// The receiving end is gone.
+struct Gone;
+
+impl Walk {
+    fn send(&mut self, f: Found) -> Result<(), Gone> {
+        self.batch.push(f);
+        if self.batch.len() >= WALK_BATCH {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(WALK_BATCH));
+            self.tx.send(full).map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+}
+
+fn walk(path: &Path, rel: Vec<u8>, m: &std::fs::Metadata, out: &mut Walk) -> Result<(), Gone> {
     if rel.len() > MAX_PATH {
-        warnings.push(format!("{}: path too long; skipped", path.display()));
-        return Ok(());
+        return out.send(Found::Skipped(format!("{}: path too long; skipped", path.display())));
     }
     let ft = m.file_type();
     if ft.is_file() {
-        entries.push(Entry::File { rel, meta: meta_of(m), size: m.len(), src: path.to_owned() });
-    } else if ft.is_dir() {
-        entries.push(Entry::Dir { rel: rel.clone(), meta: meta_of(m) });
-        let mut children: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("{}", path.display()))?
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}", path.display()))?;
-        children.sort_by_key(|c| c.file_name());
-        for child in children {
-            let cm = child.metadata().with_context(|| format!("{}", child.path().display()))?;
-            let mut crel = rel.clone();
-            crel.push(b'/');
-            crel.extend_from_slice(child.file_name().as_bytes());
-            if cm.file_type().is_symlink() {
-                warnings.push(format!("{}: symlink; skipped", child.path().display()));
+        return out.send(Found::Entry(Entry::File { rel, meta: meta_of(m), size: m.len(), src: path.to_owned() }));
+    }
+    if !ft.is_dir() {
+        return out.send(Found::Skipped(format!("{}: not a regular file or directory; skipped", path.display())));
+    }
+    out.send(Found::Entry(Entry::Dir { rel: rel.clone(), meta: meta_of(m) }))?;
+    let mut children: Vec<_> = match std::fs::read_dir(path).and_then(|d| d.collect::<Result<_, _>>()) {
+        Ok(c) => c,
+        Err(e) => return out.send(Found::Unreadable(format!("{}: {e}", path.display()))),
+    };
+    children.sort_by_key(|c| c.file_name());
+    for child in children {
+        let cm = match child.metadata() {
+            Ok(cm) => cm,
+            Err(e) => {
+                out.send(Found::Unreadable(format!("{}: {e}", child.path().display())))?;
                 continue;
             }
-            walk(&child.path(), crel, &cm, entries, warnings)?;
+        };
+        if cm.file_type().is_symlink() {
+            out.send(Found::Skipped(format!("{}: symlink; skipped", child.path().display())))?;
+            continue;
         }
-    } else {
-        warnings.push(format!("{}: not a regular file or directory; skipped", path.display()));
+        let mut crel = rel.clone();
+        crel.push(b'/');
+        crel.extend_from_slice(child.file_name().as_bytes());
+        walk(&child.path(), crel, &cm, out)?;
     }
     Ok(())
 }
@@ -159,6 +211,7 @@ struct Report {
     bytes_total: u64,
     bytes_sent: u64,
     renamed: Vec<(String, String)>,
+    warnings: Vec<String>,
 }
 
 /// An entry sent whose final answer has not come yet.
@@ -247,8 +300,20 @@ impl<W: Write> Sender<W> {
         }
     }
 
-    fn send_all(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
-        for entry in entries {
+    fn send_all(&mut self, found: std::sync::mpsc::Receiver<Vec<Found>>) -> anyhow::Result<()> {
+        for f in found.into_iter().flatten() {
+            let entry = match f {
+                Found::Entry(e) => e,
+                Found::Skipped(w) => {
+                    self.bars.suspend(|| eprintln!("sockit: warning: {w}"));
+                    self.report.warnings.push(w);
+                    continue;
+                }
+                Found::Unreadable(why) => {
+                    self.refuse_locally(why);
+                    continue;
+                }
+            };
             match entry {
                 Entry::Dir { rel, meta } => {
                     self.report.dirs += 1;
@@ -257,8 +322,10 @@ impl<W: Write> Sender<W> {
                 }
                 Entry::File { rel, meta, size, src } => {
                     self.report.files += 1;
+                    self.report.bytes_total += size;
+                    self.overall.inc_length(size);
                     self.overall.set_message(String::from_utf8_lossy(&rel).into_owned());
-                    if size <= SMALL && self.small(&rel, meta, &src)? {
+                    if size <= SMALL && self.small(&rel, meta, &src, size)? {
                         continue;
                     }
                     self.big(rel, meta, &src)?;
@@ -273,17 +340,15 @@ impl<W: Write> Sender<W> {
     }
 
     /// Sends a small file without waiting; false if it grew past small.
-    fn small(&mut self, rel: &[u8], meta: Meta, src: &Path) -> anyhow::Result<bool> {
-        let data = match std::fs::read(src) {
-            Ok(d) => d,
+    fn small(&mut self, rel: &[u8], meta: Meta, src: &Path, size: u64) -> anyhow::Result<bool> {
+        let data = match File::open(src).and_then(|f| read_small(f, size)) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(false),
             Err(e) => {
                 self.refuse_locally(format!("{}: {e}", src.display()));
                 return Ok(true);
             }
         };
-        if data.len() as u64 > SMALL {
-            return Ok(false);
-        }
         let hash = *blake3::hash(&data).as_bytes();
         let flags = if self.rename { FLAG_RENAME } else { 0 };
         self.frame(&Frame::File { size: data.len() as u64, meta, flags, path: rel.to_vec() })?;
@@ -418,10 +483,8 @@ fn style(template: &str) -> ProgressStyle {
 
 /// Runs `sockit send`.
 pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
-    let (entries, warnings) = collect(&args.paths)?;
-    for w in &warnings {
-        eprintln!("sockit: warning: {w}");
-    }
+    // The walk goes on while connecting and while the first files are sent.
+    let found = spawn_walk(roots(&args.paths)?);
     let tls = args.tls.client(&args.to)?;
     let stream = args.to.connect_with(Some(args.wait), tls.as_ref()).await?;
     let mut frames = FrameStream::<_, Frame>::new(stream);
@@ -443,11 +506,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             }
         }
     });
-    let total: u64 = entries.iter().map(|e| if let Entry::File { size, .. } = e { *size } else { 0 }).sum();
     let target =
         if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
     let bars = MultiProgress::with_draw_target(target);
-    let overall = bars.add(ProgressBar::new(total));
+    let overall = bars.add(ProgressBar::new(0));
     overall.set_style(style("{msg:32!} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"));
     let out = SyncIoBridge::new(wr);
     let rename = args.rename;
@@ -461,12 +523,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             pending: VecDeque::new(),
             rename,
             limit_rate: args.limit_rate,
-            report: Report { bytes_total: total, ..Report::default() },
+            report: Report::default(),
             overall,
             bars,
             buf: Vec::with_capacity(PIECE),
         };
-        let r = s.send_all(entries);
+        let r = s.send_all(found);
         s.overall.finish_and_clear();
         let _ = s.out.shutdown();
         (r, s.report)
@@ -494,7 +556,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             "bytes_sent": report.bytes_sent,
             "seconds": (secs * 1000.0).round() / 1000.0,
             "bytes_per_sec": rate.round(),
-            "warnings": warnings,
+            "warnings": report.warnings,
         });
         super::print_stdout(format!("{v}\n").as_bytes())?;
     }
@@ -522,4 +584,51 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if report.refused.is_empty() { 0 } else { 1 })
+}
+
+/// A small file's bytes, read with as few calls as the kernel allows: a
+/// read that stops short at the size the walk saw is the end (a regular
+/// file's read is short only there). `None` when it grew past small.
+fn read_small(mut f: File, size: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut data = vec![0u8; size as usize + 1];
+    let mut got = 0;
+    loop {
+        let want = data.len() - got;
+        let n = match f.read(&mut data[got..]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
+        got += n;
+        if n == 0 || (n < want && got as u64 == size) {
+            data.truncate(got);
+            return Ok(Some(data));
+        }
+        if got == data.len() {
+            if got as u64 > SMALL {
+                return Ok(None);
+            }
+            data.resize((got * 2).min(SMALL as usize + 1), 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_reads_take_what_is_there_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let read = |size| read_small(File::open(&path).unwrap(), size).unwrap();
+        assert_eq!(read(10).as_deref(), Some(&b"0123456789"[..]), "as the walk saw it");
+        assert_eq!(read(4).as_deref(), Some(&b"0123456789"[..]), "grown since");
+        assert_eq!(read(20).as_deref(), Some(&b"0123456789"[..]), "shrunk since");
+        std::fs::write(&path, vec![7u8; SMALL as usize + 10]).unwrap();
+        assert_eq!(read(4), None, "grown past small: sent as a big file");
+        assert_eq!(read(0), None);
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(read(0).as_deref(), Some(&b""[..]));
+    }
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -21,8 +20,8 @@ mod commit;
 use self::big::Incoming;
 
 use self::commit::{Staged, StagedFile, Tmp, commit, discard};
-use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR};
-use super::{BATCH_BYTES, BATCH_FILES, FilesConfig, Head, Job, LINGER, MAX_DIRS, Policy};
+use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR, SMALL};
+use super::{BATCH_BYTES, BATCH_FILES, FilesConfig, Head, Job, LINGER, MAX_DIRS, Policy, SmallFile};
 use crate::units::format_size;
 
 /// Where a name leads, once checked.
@@ -31,6 +30,14 @@ struct Target {
     name: Vec<u8>,
     shown: Vec<u8>,
     replace: bool,
+}
+
+/// A directory files go in.
+#[derive(Clone)]
+struct Parent {
+    fd: Arc<OwnedFd>,
+    /// Made by this session.
+    fresh: bool,
 }
 
 /// A refusal of one entry: the sender is told, the session goes on.
@@ -47,7 +54,10 @@ pub(super) struct Disk {
     busy: Arc<Mutex<HashSet<String>>>,
     replies: mpsc::Sender<Vec<Frame>>,
     outbox: std::cell::RefCell<Vec<Frame>>,
-    last_dir: std::cell::RefCell<Option<(Vec<u8>, Arc<OwnedFd>)>>,
+    last_dir: std::cell::RefCell<Option<(Vec<u8>, Parent)>>,
+    /// Directories this session created: nothing was in them but what it
+    /// put there, so a new name needs no look first.
+    fresh: HashSet<Vec<u8>>,
     batch_files: usize,
     staged: Vec<Staged>,
     staged_bytes: u64,
@@ -90,6 +100,7 @@ impl Disk {
             replies,
             outbox: Default::default(),
             last_dir: Default::default(),
+            fresh: HashSet::new(),
             batch_files: rustix::process::getrlimit(rustix::process::Resource::Nofile)
                 .current
                 .map_or(BATCH_FILES, |n| (n as usize / 8).clamp(16, BATCH_FILES)),
@@ -180,7 +191,9 @@ impl Disk {
 
     /// Does one job; true at End.
     fn dispatch(&mut self, job: Job) -> io::Result<bool> {
-        if !matches!(job, Job::Small { .. }) {
+        // Small files and directories keep their answers in order through
+        // the staged batch; a big file waits for it to be named.
+        if !matches!(job, Job::Small { .. } | Job::Dir { .. }) {
             self.flush(true)?;
         }
         match job {
@@ -194,11 +207,11 @@ impl Disk {
                     self.dirs.push((path.clone(), meta));
                     Frame::Stored(path)
                 });
-                self.reply(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
+                self.answer(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
             }
             Job::Small(files) => {
-                for (head, data, hash) in files {
-                    self.small(head, data, hash)?;
+                for f in files {
+                    self.small(f)?;
                 }
             }
             Job::Open { head, answer } => {
@@ -226,33 +239,41 @@ impl Disk {
 
     /// The directory a file goes in, created when missing; the last one
     /// is kept, since files of one directory come one after another.
-    fn parent_dir(&self, path: &[u8], dirs: &[&[u8]]) -> Result<Arc<OwnedFd>, Refusal> {
+    fn parent_dir(&self, path: &[u8], dirs: &[&[u8]]) -> Result<Parent, Refusal> {
         let key = dirs.join(&b'/');
-        if let Some((k, fd)) = &*self.last_dir.borrow()
+        if let Some((k, parent)) = &*self.last_dir.borrow()
             && *k == key
         {
-            return Ok(fd.clone());
+            return Ok(parent.clone());
         }
-        let fd = Arc::new(self.walk(path, dirs, true)?);
-        *self.last_dir.borrow_mut() = Some((key, fd.clone()));
-        Ok(fd)
+        let parent = Parent { fresh: self.fresh.contains(&key), fd: Arc::new(self.walk(path, dirs, true)?.0) };
+        *self.last_dir.borrow_mut() = Some((key, parent.clone()));
+        Ok(parent)
     }
 
     /// Creates a directory (and its parents), confined.
-    fn make_dir(&self, path: &[u8]) -> Result<(), Refusal> {
+    fn make_dir(&mut self, path: &[u8]) -> Result<(), Refusal> {
         let parts = wire::check_path(path).map_err(|e| refusal(path, e))?;
-        self.walk(path, &parts, true).map(drop)
+        let (_, created) = self.walk(path, &parts, true)?;
+        if created {
+            self.fresh.insert(parts.join(&b'/'));
+        }
+        Ok(())
     }
 
     /// Opens the directory `parts` names under the root, creating missing
-    /// ones if asked; never follows a symlink.
-    fn walk(&self, path: &[u8], parts: &[&[u8]], create: bool) -> Result<OwnedFd, Refusal> {
+    /// ones if asked; never follows a symlink. True when this call created
+    /// the last one.
+    fn walk(&self, path: &[u8], parts: &[&[u8]], create: bool) -> Result<(OwnedFd, bool), Refusal> {
         let mut cur = rustix::io::dup(&self.root).map_err(|e| refusal(path, e))?;
+        let mut created = false;
         for part in parts {
+            created = false;
             let next = match rustix::fs::openat(&cur, *part, dir_flags(), Mode::empty()) {
                 Err(rustix::io::Errno::NOENT) if create => {
                     match rustix::fs::mkdirat(&cur, *part, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Ok(()) => created = true,
+                        Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(refusal(path, io_with(e, "cannot create a directory"))),
                     }
                     rustix::fs::openat(&cur, *part, dir_flags(), Mode::empty())
@@ -268,7 +289,7 @@ impl Disk {
                 e => refusal(path, e),
             })?;
         }
-        Ok(cur)
+        Ok((cur, created))
     }
 
     /// Where a file entry goes, by the policy and the sender's flag; or why
@@ -285,12 +306,17 @@ impl Disk {
             )));
         }
         let (dirs, name) = parts.split_at(parts.len() - 1);
-        let parent = self.parent_dir(&head.path, dirs)?;
+        let Parent { fd: parent, fresh } = self.parent_dir(&head.path, dirs)?;
         let name = name[0].to_vec();
-        let existing = match rustix::fs::statat(&parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-            Err(rustix::io::Errno::NOENT) => None,
-            Err(e) => return Err(refusal(&head.path, e)),
-            Ok(st) => Some(st),
+        // A small file's data is here already: in a directory this session
+        // made, a name taken anyway (a path sent twice) is caught by the
+        // link failing, not by a look first. A big one is looked for, to
+        // spare sending it.
+        let look = !fresh || head.size > SMALL || self.policy != Policy::Refuse || head.flags & FLAG_RENAME != 0;
+        let existing = match look.then(|| rustix::fs::statat(&parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)) {
+            None | Some(Err(rustix::io::Errno::NOENT)) => None,
+            Some(Err(e)) => return Err(refusal(&head.path, e)),
+            Some(Ok(st)) => Some(st),
         };
         let Some(st) = existing else {
             return Ok(Ok(Target { parent, name, shown: head.path.clone(), replace: false }));
@@ -328,14 +354,11 @@ impl Disk {
         if self.policy == Policy::Overwrite {
             return Ok(Ok(Target { parent, name, shown: head.path.clone(), replace: true }));
         }
-        Err(Refusal(format!(
-            "{}: exists on the server and differs; send with --rename to keep both, or the server needs --overwrite",
-            show(&head.path)
-        )))
+        Err(Refusal(differs(&head.path)))
     }
 
-    fn small(&mut self, head: Head, data: Bytes, hash: Hash) -> io::Result<()> {
-        if *blake3::hash(&data).as_bytes() != hash {
+    fn small(&mut self, SmallFile { head, data, hash, intact }: SmallFile) -> io::Result<()> {
+        if !intact {
             return self.answer(Frame::Refused(format!(
                 "{}: BLAKE3 mismatch: the data changed in transit or on the sender; send it again",
                 show(&head.path)
@@ -350,11 +373,12 @@ impl Disk {
             },
             Ok(Ok(t)) => t,
         };
+        // Unnamed, it may have its final mode from the start.
         let unnamed = rustix::fs::openat(
             &t.parent,
             ".",
             OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(head.meta.mode & 0o777),
         );
         let (tmp, opened) = match unnamed {
             Ok(fd) => (Tmp::Unnamed(File::from(fd)), Ok(())),
@@ -384,7 +408,8 @@ impl Disk {
                 }
             };
             f.write_all(&data)?;
-            set_meta(f, &head.meta)
+            let moded = matches!(tmp, Tmp::Unnamed(_)) && head.meta.mode & 0o777 & umask() == 0;
+            set_meta(f, &head.meta, !moded)
         });
         if let Err(e) = written {
             discard(&self.partial, &tmp);
@@ -404,6 +429,7 @@ impl Disk {
             shown: t.shown,
             replace: t.replace,
             size: head.size,
+            hash,
         }));
         if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES {
             // Synced on another thread while this one writes the next batch.
@@ -461,9 +487,9 @@ impl Disk {
     fn finish_dirs(&mut self) {
         for (path, meta) in std::mem::take(&mut self.dirs).into_iter().rev() {
             if let Ok(parts) = wire::check_path(&path)
-                && let Ok(fd) = self.walk(&path, &parts, false)
+                && let Ok((fd, _)) = self.walk(&path, &parts, false)
             {
-                let _ = set_meta(&fd, &meta);
+                let _ = set_meta(&fd, &meta, true);
             }
         }
     }
@@ -523,13 +549,38 @@ fn describe_disk_error(path: &[u8], e: io::Error, dir: &std::path::Path) -> io::
 }
 
 /// Sets permissions (without set-id and sticky bits) and modification time.
-fn set_meta(fd: impl AsFd, meta: &Meta) -> io::Result<()> {
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode & 0o777))?;
+/// Sets the mode (if `mode`) and modification time.
+fn set_meta(fd: impl AsFd, meta: &Meta, mode: bool) -> io::Result<()> {
+    if mode {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode & 0o777))?;
+    }
     let mtime = Timespec { tv_sec: meta.mtime, tv_nsec: meta.mtime_ns as _ };
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let atime = Timespec { tv_sec: now.as_secs() as i64, tv_nsec: now.subsec_nanos() as _ };
     rustix::fs::futimens(&fd, &Timestamps { last_access: atime, last_modification: mtime })?;
     Ok(())
+}
+
+/// Why a file is not stored over a different one of its name.
+fn differs(path: &[u8]) -> String {
+    format!(
+        "{}: exists on the server and differs; send with --rename to keep both, or the server needs --overwrite",
+        show(path)
+    )
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with
+/// `umask(2)` would change it for a moment); all bits when unknown.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            .unwrap_or(0o777)
+    })
 }
 
 /// The BLAKE3 of the regular file `name` in `dir`.

@@ -132,13 +132,24 @@ pub fn hash_prefix(file: &mut std::fs::File, n: u64) -> io::Result<blake3::Hashe
 /// Work for the session's disk thread, in the order frames arrived.
 enum Job {
     Dir { meta: Meta, path: Vec<u8> },
-    Small(Vec<(Head, Bytes, Hash)>),
+    Small(Vec<SmallFile>),
     Open { head: Head, answer: oneshot::Sender<Opened> },
     Proceed { answer: oneshot::Sender<Opened> },
     Skip,
     Data(Bytes),
     Finish(Hash),
     End,
+}
+
+/// A small file as received, whole: its hash is checked here, on the
+/// network side, so that the disk thread only writes.
+struct SmallFile {
+    head: Head,
+    data: Bytes,
+    /// The sender's BLAKE3 of it.
+    hash: Hash,
+    /// Whether the data has that hash.
+    intact: bool,
 }
 
 /// A file entry as announced.
@@ -229,7 +240,8 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                     let data = rd.exact(size as usize).await?;
                     let hash = expect_done(rd).await?;
                     bytes += size;
-                    batch.push((Head { size, meta, flags, path }, data, hash));
+                    let intact = *blake3::hash(&data).as_bytes() == hash;
+                    batch.push(SmallFile { head: Head { size, meta, flags, path }, data, hash, intact });
                     next = None;
                     if batch.len() < BATCH_FILES && bytes < SMALL {
                         match rd.buffered().map_err(crate::frames::invalid)? {

@@ -168,7 +168,7 @@ impl Disk {
         }
         let flags = if inc.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
         let stored = (|| {
-            set_meta(&inc.file, &inc.head.meta)?;
+            set_meta(&inc.file, &inc.head.meta, true)?;
             inc.file.sync_all()?;
             rustix::fs::renameat_with(&self.partial, part.as_str(), &inc.parent, inc.name.as_slice(), flags)?;
             rustix::fs::fsync(&inc.parent)?;

@@ -12,8 +12,8 @@ use rustix::fs::{AtFlags, RenameFlags};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::super::wire::Frame;
-use super::{io_with, random_hex, show};
+use super::super::wire::{Frame, Hash};
+use super::{differs, hash_at, io_with, random_hex, show};
 
 /// What a small file's entry waits for: its sync and name, or (when it was
 /// answered at once) only its turn, so answers keep the entries' order.
@@ -30,6 +30,7 @@ pub(super) struct StagedFile {
     pub(super) shown: Vec<u8>,
     pub(super) replace: bool,
     pub(super) size: u64,
+    pub(super) hash: Hash,
 }
 
 /// Where a small file waits for its sync: an unnamed file in its target
@@ -48,6 +49,7 @@ pub(super) fn commit(batch: Vec<Staged>, partial: &OwnedFd, replies: &mpsc::Send
         rustix::fs::syncfs(partial).map_err(|e| io_with(e, "sync failed"))?;
     }
     let mut synced: Vec<Arc<OwnedFd>> = Vec::new();
+    let log = crate::logging::batch();
     let mut answers = Vec::with_capacity(batch.len());
     for s in batch {
         let s = match s {
@@ -68,14 +70,17 @@ pub(super) fn commit(batch: Vec<Staged>, partial: &OwnedFd, replies: &mpsc::Send
             }
             Err(e) => {
                 discard(partial, &s.tmp);
-                let why = match e {
-                    rustix::io::Errno::EXIST => "appeared on the server meanwhile; send again".to_string(),
-                    e => io::Error::from(e).to_string(),
-                };
-                answers.push(Frame::Refused(format!("{}: {why}", show(&s.shown))));
+                // Taken since it was looked at (or, in a directory this
+                // session made, not looked at): the same file is fine.
+                answers.push(match e {
+                    rustix::io::Errno::EXIST if hash_at(&s.parent, &s.name).is_ok_and(|h| h == s.hash) => Frame::Same,
+                    rustix::io::Errno::EXIST => Frame::Refused(differs(&s.shown)),
+                    e => Frame::Refused(format!("{}: {}", show(&s.shown), io::Error::from(e))),
+                });
             }
         }
     }
+    drop(log); // the lines before the answers
     replies.blocking_send(answers).map_err(|_| io::Error::other("the connection closed"))
 }
 
