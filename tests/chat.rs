@@ -45,6 +45,34 @@ fn two_users_chat_and_message_directly() {
 }
 
 #[test]
+fn crowded_rooms_hear_no_joins_and_leaves() {
+    let (_p, addr) = chat(&["--quiet-above", "2"]);
+    let mut a = ChatClient::join(addr);
+    let b = ChatClient::join(addr);
+    assert_eq!(a.line(), format!("* {} joined", b.nick), "two members: announced");
+    let mut c = ChatClient::join(addr);
+    c.send("hi");
+    // The third member's arrival is not announced: its line comes first.
+    assert_eq!(a.line(), format!("<{}> hi", c.nick));
+    // c leaves unannounced (three members): /who is the next line a gets
+    // once the server has seen it go.
+    drop(c);
+    let both = format!("* in lobby: {}, {}", a.nick, b.nick);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        a.send("/who");
+        if a.line() == both {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "c never left");
+    }
+    // Two members again: b's leaving is announced.
+    let b_nick = b.nick.clone();
+    drop(b);
+    assert_eq!(a.line(), format!("* {b_nick} left"));
+}
+
+#[test]
 fn rooms_isolate() {
     let (_p, addr) = chat(&[]);
     let mut a = ChatClient::join(addr);

@@ -159,6 +159,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "POSTS", default_value_t = chat::DEFAULT_QUEUE)]
     pub max_queue: usize,
 
+    /// Chat: rooms with more members than this get no `* nick joined` and
+    /// `* nick left` notices (a crowd arriving at once would bury every
+    /// line under them).
+    #[arg(long, value_name = "MEMBERS", default_value_t = chat::DEFAULT_QUIET_ABOVE)]
+    pub quiet_above: usize,
+
     /// Chat: make every `sockit serve chat` on this Redis one chat (rooms,
     /// direct messages, /who and unique nicks across instances).
     #[arg(long, value_name = "URL")]
@@ -383,16 +389,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     }
     let server = Server::new(args.limits.limits());
     let stamp = Arc::new(Stamp { utc: args.utc });
-    let max_line = args.limits.max_line.unwrap_or(chat::DEFAULT_MAX_LINE);
+    let config = chat::ChatConfig {
+        max_line: args.limits.max_line.unwrap_or(chat::DEFAULT_MAX_LINE),
+        queue: args.max_queue,
+        rate: args.rate,
+        quiet_above: args.quiet_above,
+    };
     let runs_chat = plan.iter().any(|(s, _)| *s == ServiceName::Chat);
     let chat = Arc::new(match args.redis.as_deref().filter(|_| runs_chat) {
         Some(url) => {
-            let (chat, link) = Chat::with_redis(url, max_line, args.max_queue, args.rate, server.shutdown_token())
-                .map_err(Error::Usage)?;
+            let (chat, link) = Chat::with_redis(url, config, server.shutdown_token()).map_err(Error::Usage)?;
             tokio::spawn(link);
             chat
         }
-        None => Chat::new(max_line, args.max_queue, args.rate),
+        None => Chat::new(config),
     });
     let raw = Arc::new(RawBroker::new(args.max_queue));
     let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).collect::<Vec<_>>())?;

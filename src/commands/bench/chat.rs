@@ -4,10 +4,11 @@
 //! that relays lines to the other clients — `ncat --broker`, sockit chat
 //! (which prefixes `<nick> `; the marker is found anywhere in the line).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
@@ -20,6 +21,20 @@ const MARK: &str = "bench:";
 const SYNC: &str = "bench-sync";
 /// How long stragglers may still arrive after the senders stop.
 const DRAIN: Duration = Duration::from_secs(1);
+/// Each client's read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Latencies a client gathers before adding them to its shard.
+const TIMES: usize = 512;
+/// Histograms the clients share.
+const SHARDS: usize = 16;
+
+/// Adds `times` to a shared histogram.
+fn record(shard: &Mutex<Histogram<u64>>, times: &mut Vec<u64>) {
+    let mut h = shard.lock().unwrap();
+    for t in times.drain(..) {
+        let _ = h.record(t);
+    }
+}
 
 /// Arguments of `bench chat`.
 #[derive(Debug, clap::Args)]
@@ -55,6 +70,7 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     let delivered = Arc::new(AtomicU64::new(0));
     let stop_reading = tokio_util::sync::CancellationToken::new();
     let mut read_tasks = tokio::task::JoinSet::new();
+    let shards: Vec<_> = (0..SHARDS).map(|_| Arc::new(Mutex::new(histogram()))).collect();
     let mut writers = Vec::new();
     let mut failed = 0u64;
     // Each client reads from the moment it connects: a broker announces
@@ -71,31 +87,41 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         let first = writers.is_empty();
         writers.push(w);
         let (synced, delivered, stop) = (synced.clone(), delivered.clone(), stop_reading.clone());
+        let shard = shards[i % shards.len()].clone();
         read_tasks.spawn(async move {
-            let mut hist = histogram();
             let mut r = r;
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; READ_BUF];
             let mut have = 0;
             let mut seen_sync = false;
+            // Latencies go to a shared shard now and then: a histogram per
+            // client would be thousands of 300 KB tables to touch.
+            let mut times = Vec::with_capacity(TIMES);
             loop {
                 let n = tokio::select! {
                     n = r.read(&mut buf[have..]) => match n { Ok(n) if n > 0 => n, _ => break },
                     _ = stop.cancelled() => break,
                 };
                 have += n;
+                let now = epoch.elapsed().as_nanos() as u64;
                 // Whole lines, scanned as bytes: no allocation per line.
                 let mut start = 0;
-                while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+                let mut got = 0;
+                while let Some(nl) = memchr::memchr(b'\n', &buf[start..have]) {
                     let line = &buf[start..start + nl];
                     start += nl + 1;
                     if let Some(ns) = sent_at(line) {
-                        let now = epoch.elapsed().as_nanos() as u64;
-                        let _ = hist.record(now.saturating_sub(ns).max(1));
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                    } else if !seen_sync && !first && find(line, SYNC.as_bytes()).is_some() {
+                        times.push(now.saturating_sub(ns).max(1));
+                        got += 1;
+                    } else if !seen_sync && !first && memchr::memmem::find(line, SYNC.as_bytes()).is_some() {
                         seen_sync = true;
                         synced.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                if got > 0 {
+                    delivered.fetch_add(got, Ordering::Relaxed);
+                }
+                if times.len() >= TIMES {
+                    record(&shard, &mut times);
                 }
                 buf.copy_within(start..have, 0);
                 have -= start;
@@ -103,7 +129,7 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
                     have = 0; // a line longer than the buffer: not ours
                 }
             }
-            hist
+            record(&shard, &mut times);
         });
     }
     anyhow::ensure!(writers.len() >= 2, "only {} of {} clients could connect", writers.len(), args.clients);
@@ -169,9 +195,12 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop_reading.cancel();
+    while let Some(r) = read_tasks.join_next().await {
+        r?;
+    }
     let mut hist = histogram();
-    while let Some(h) = read_tasks.join_next().await {
-        hist.add(h?)?;
+    for shard in &shards {
+        hist.add(&*shard.lock().unwrap())?;
     }
     Progress::finish(progress).await;
     drop(keep);
@@ -214,14 +243,10 @@ fn names(eps: &[Endpoint]) -> String {
 
 /// The send time in a bench line (`…bench:<sender>:<ns>:<seq>:…`).
 fn sent_at(line: &[u8]) -> Option<u64> {
-    let at = find(line, MARK.as_bytes())? + MARK.len();
+    let at = memchr::memmem::find(line, MARK.as_bytes())? + MARK.len();
     let mut fields = line[at..].split(|&b| b == b':');
     fields.next()?;
     std::str::from_utf8(fields.next()?).ok()?.parse().ok()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub struct Hub {
     state: Mutex<State>,
     next_id: AtomicU64,
     queue: usize,
+    quiet_above: usize,
     outbox: Option<mpsc::Sender<Event>>,
 }
 
@@ -109,15 +110,16 @@ pub fn line(text: &str) -> Bytes {
 }
 
 impl Hub {
-    /// A hub whose members may fall `queue` posts behind.
-    pub fn new(queue: usize) -> Self {
-        Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1), outbox: None }
+    /// A hub whose members may fall `queue` posts behind, and whose rooms
+    /// of more than `quiet_above` members hear no joins and leaves.
+    pub fn new(queue: usize, quiet_above: usize) -> Self {
+        Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1), quiet_above, outbox: None }
     }
 
     /// A hub that also hands its events to a cluster link (the receiver).
-    pub fn clustered(queue: usize) -> (Self, mpsc::Receiver<Event>) {
+    pub fn clustered(queue: usize, quiet_above: usize) -> (Self, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(OUTBOX);
-        (Hub { outbox: Some(tx), ..Hub::new(queue) }, rx)
+        (Hub { outbox: Some(tx), ..Hub::new(queue, quiet_above) }, rx)
     }
 
     /// The next member id; `guest-{id}` is its nick unless a cluster
@@ -133,7 +135,7 @@ impl Hub {
         st.members.insert(id, Member { nick: nick.clone(), room: LOBBY.into(), direct: tx });
         st.nicks.insert(nick.clone(), id);
         let room = self.enter(&mut st, LOBBY);
-        self.announce(&st, LOBBY, &format!("* {nick} joined"), id);
+        self.presence(&st, LOBBY, &format!("* {nick} joined"), id);
         self.publish(Event::Presence);
         Inbox { id, nick, room, direct }
     }
@@ -186,7 +188,7 @@ impl Hub {
         let mut st = self.state.lock().unwrap();
         let Some(m) = st.members.remove(&id) else { return };
         st.nicks.remove(&m.nick);
-        self.announce(&st, &m.room, &format!("* {} left", m.nick), id);
+        self.presence(&st, &m.room, &format!("* {} left", m.nick), id);
         Self::exit(&mut st, &m.room);
         self.publish(Event::Presence);
     }
@@ -238,10 +240,10 @@ impl Hub {
         }
         let old = std::mem::replace(&mut m.room, room.to_string());
         let nick = m.nick.clone();
-        self.announce(&st, &old, &format!("* {nick} left"), id);
+        self.presence(&st, &old, &format!("* {nick} left"), id);
         Self::exit(&mut st, &old);
         let rx = self.enter(&mut st, room);
-        self.announce(&st, room, &format!("* {nick} joined"), 0);
+        self.presence(&st, room, &format!("* {nick} joined"), 0);
         self.publish(Event::Presence);
         Ok(rx)
     }
@@ -298,6 +300,14 @@ impl Hub {
             if r.members == 0 {
                 st.rooms.remove(room);
             }
+        }
+    }
+
+    /// A join or leave notice, unless the room (its members here, the
+    /// one who leaves included) is over the quiet size.
+    fn presence(&self, st: &State, room: &str, text: &str, from: u64) {
+        if st.rooms.get(room).is_some_and(|r| r.members <= self.quiet_above) {
+            self.announce(st, room, text, from);
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -43,36 +43,60 @@ pub const MAX_BURST: usize = 16 * 1024;
 /// How often a client stuck in a write is checked for falling behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
 
+/// Default `--quiet-above`: rooms with more members than this get no join
+/// and leave notices.
+pub const DEFAULT_QUIET_ABOVE: usize = 1000;
+
+/// A chat's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ChatConfig {
+    /// Longest line, newline excluded (`--max-line`).
+    pub max_line: usize,
+    /// Posts a client may fall behind before it is disconnected
+    /// (`--max-queue`).
+    pub queue: usize,
+    /// Lines per second a client may send (`--rate`).
+    pub rate: Option<u32>,
+    /// Rooms with more members than this get no `* nick joined` / `* nick
+    /// left` notices (`--quiet-above`): in a crowd they are noise, and a
+    /// crowd arriving at once would bury every line under them.
+    pub quiet_above: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig { max_line: DEFAULT_MAX_LINE, queue: DEFAULT_QUEUE, rate: None, quiet_above: DEFAULT_QUIET_ABOVE }
+    }
+}
+
 /// The line chat service.
 #[derive(Debug)]
 pub struct Chat {
     hub: Arc<Hub>,
     cluster: Option<Arc<Cluster>>,
-    max_line: usize,
-    rate: Option<u32>,
-    queue: usize,
+    config: ChatConfig,
 }
 
 impl Chat {
     /// A chat whose state lives in memory, in this process alone.
-    pub fn new(max_line: usize, queue: usize, rate: Option<u32>) -> Self {
-        Chat { hub: Arc::new(Hub::new(queue)), cluster: None, max_line, rate, queue: queue.max(1) }
+    pub fn new(config: ChatConfig) -> Self {
+        let config = ChatConfig { queue: config.queue.max(1), ..config };
+        Chat { hub: Arc::new(Hub::new(config.queue, config.quiet_above)), cluster: None, config }
     }
 
     /// A chat that is one with every other instance on the Redis at `url`.
     /// Run the returned future (until `stop`) to keep the link.
     pub fn with_redis(
         url: &str,
-        max_line: usize,
-        queue: usize,
-        rate: Option<u32>,
+        config: ChatConfig,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), String> {
+        let config = ChatConfig { queue: config.queue.max(1), ..config };
         let cluster = Cluster::new(url)?;
-        let (hub, outbox) = Hub::clustered(queue);
+        let (hub, outbox) = Hub::clustered(config.queue, config.quiet_above);
         let hub = Arc::new(hub);
         let link = cluster.clone().run(hub.clone(), outbox, stop);
-        Ok((Chat { hub, cluster: Some(cluster), max_line, rate, queue: queue.max(1) }, link))
+        Ok((Chat { hub, cluster: Some(cluster), config }, link))
     }
 
     /// A new member's nick: `guest-N`, numbered cluster-wide when scaled out.
@@ -118,7 +142,7 @@ impl RateLimit {
 impl Service for Chat {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let stop = conn.shutdown_token().clone();
-        let mut lines = Lines::new(conn).with_max(self.max_line).skip_long_lines();
+        let mut lines = Lines::new(conn).with_max(self.config.max_line).skip_long_lines();
         let id = self.hub.next_id();
         let nick = self.guest_nick(id).await;
         let mut inbox = self.hub.join(id, nick);
@@ -144,12 +168,16 @@ impl Chat {
     ) -> io::Result<()> {
         let welcome = format!("Welcome to sockit chat, {}! You are in {LOBBY}; /help lists the commands.", inbox.nick);
         lines.send(welcome.as_bytes()).await?;
-        let mut rate = self.rate.map(RateLimit::new);
-        let mut out = BytesMut::new();
+        let mut rate = self.config.rate.map(RateLimit::new);
+        let mut out = Gathered::default();
+        // Made once: a fresh one per wake-up would register and drop a
+        // waiter each time, for every member of a crowded room.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
+                _ = &mut stopped => {
                     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, lines.send(b"* server shutting down")).await;
                     return Ok(());
                 }
@@ -159,11 +187,11 @@ impl Chat {
                         Ok(false) => return Ok(()),
                         Err(missed) => return kick(lines, missed).await,
                     }
-                    if !out.is_empty() {
-                        if let Err(missed) = write_watching(lines.conn(), &out, &inbox.room, self.queue).await? {
-                            return kick(lines, missed).await;
-                        }
-                        out = BytesMut::new();
+                    let ready = out.take();
+                    if !ready.is_empty()
+                        && let Err(missed) = write_watching(lines.conn(), &ready, &inbox.room, self.config.queue).await?
+                    {
+                        return kick(lines, missed).await;
                     }
                 }
                 direct = inbox.direct.recv() => {
@@ -344,6 +372,37 @@ impl Chat {
     }
 }
 
+/// Posts gathered for one write: the first as it is (no copy when it is
+/// the only one), more appended after it.
+#[derive(Default)]
+struct Gathered {
+    first: Bytes,
+    more: BytesMut,
+}
+
+impl Gathered {
+    fn push(&mut self, line: &Bytes) {
+        if self.first.is_empty() {
+            self.first = line.clone();
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.first);
+            }
+            self.more.extend_from_slice(line);
+        }
+    }
+
+    fn len(&self) -> usize {
+        if self.more.is_empty() { self.first.len() } else { self.more.len() }
+    }
+
+    /// The bytes to write, leaving this empty.
+    fn take(&mut self) -> Bytes {
+        let first = std::mem::take(&mut self.first);
+        if self.more.is_empty() { first } else { self.more.split().freeze() }
+    }
+}
+
 /// Adds `first` and every post ready now (up to [`BATCH`] bytes) to `out`,
 /// skipping the member's own: one write for many posts. `Ok(false)` when the
 /// room is gone; `Err(n)` when the member fell `n` posts behind.
@@ -351,7 +410,7 @@ fn gather_ready(
     first: Result<Post, RecvError>,
     rx: &mut broadcast::Receiver<Post>,
     me: u64,
-    out: &mut BytesMut,
+    out: &mut Gathered,
 ) -> Result<bool, u64> {
     match first {
         Ok(p) => gather(out, &p, me),
@@ -394,9 +453,9 @@ async fn write_watching(
     Ok(Ok(()))
 }
 
-fn gather(out: &mut BytesMut, post: &Post, me: u64) {
+fn gather(out: &mut Gathered, post: &Post, me: u64) {
     if post.from != me {
-        out.extend_from_slice(&post.line);
+        out.push(&post.line);
     }
 }
 
@@ -430,22 +489,25 @@ impl Service for RawBroker {
         let mut rx = self.tx.subscribe();
         let stop = conn.shutdown_token().clone();
         let mut input = BytesMut::new();
-        let mut out = BytesMut::new();
+        let mut out = Gathered::default();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok(()),
+                _ = &mut stopped => return Ok(()),
                 post = rx.recv() => {
                     let behind = match gather_ready(post, &mut rx, id, &mut out) {
-                        Ok(true) if out.is_empty() => continue,
-                        Ok(true) => write_watching(&mut conn, &out, &rx, self.queue).await?.err(),
+                        Ok(true) => match out.take() {
+                            ready if ready.is_empty() => continue,
+                            ready => write_watching(&mut conn, &ready, &rx, self.queue).await?.err(),
+                        },
                         Ok(false) => return Ok(()),
                         Err(n) => Some(n),
                     };
                     if let Some(n) = behind {
                         return Err(io::Error::other(format!("too slow to read: {n} chunks behind")));
                     }
-                    out = BytesMut::new();
                 }
                 n = conn.read_lazy(&mut input, BATCH) => {
                     if n? == 0 {
