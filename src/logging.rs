@@ -67,7 +67,9 @@ pub struct Batch(());
 
 /// Starts holding this thread's log lines until the returned guard drops.
 pub fn batch() -> Batch {
-    HELD.with(|h| h.borrow_mut().get_or_insert_with(Vec::new).clear());
+    HELD.with(|h| {
+        h.borrow_mut().get_or_insert_with(Vec::new);
+    });
     Batch(())
 }
 

@@ -15,10 +15,11 @@ pub mod protocol;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
@@ -187,9 +188,8 @@ impl Chat {
                         Ok(false) => return Ok(()),
                         Err(missed) => return kick(lines, missed).await,
                     }
-                    let ready = out.take();
-                    if !ready.is_empty()
-                        && let Err(missed) = write_watching(lines.conn(), &ready, &inbox.room, self.config.queue).await?
+                    if out.len > 0
+                        && let Err(missed) = write_watching(lines.conn(), &mut out, &inbox.room, self.config.queue).await?
                     {
                         return kick(lines, missed).await;
                     }
@@ -372,34 +372,45 @@ impl Chat {
     }
 }
 
-/// Posts gathered for one write: the first as it is (no copy when it is
-/// the only one), more appended after it.
+/// Posts gathered for one write, shared with everyone else they go to:
+/// written with one `writev`, never copied.
 #[derive(Default)]
 struct Gathered {
-    first: Bytes,
-    more: BytesMut,
+    posts: Vec<Bytes>,
+    len: usize,
 }
 
+/// Most posts in one write.
+const MAX_IOV: usize = 64;
+
 impl Gathered {
-    fn push(&mut self, line: &Bytes) {
-        if self.first.is_empty() {
-            self.first = line.clone();
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.first);
+    fn push(&mut self, line: Bytes) {
+        self.len += line.len();
+        self.posts.push(line);
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= BATCH || self.posts.len() >= MAX_IOV
+    }
+
+    /// The posts from byte `done` on, as slices for one write.
+    fn slices<'a>(&'a self, mut done: usize, iov: &mut [io::IoSlice<'a>; MAX_IOV]) -> usize {
+        let mut n = 0;
+        for p in &self.posts {
+            if done >= p.len() {
+                done -= p.len();
+                continue;
             }
-            self.more.extend_from_slice(line);
+            iov[n] = io::IoSlice::new(&p[done..]);
+            done = 0;
+            n += 1;
         }
+        n
     }
 
-    fn len(&self) -> usize {
-        if self.more.is_empty() { self.first.len() } else { self.more.len() }
-    }
-
-    /// The bytes to write, leaving this empty.
-    fn take(&mut self) -> Bytes {
-        let first = std::mem::take(&mut self.first);
-        if self.more.is_empty() { first } else { self.more.split().freeze() }
+    fn clear(&mut self) {
+        self.posts.clear();
+        self.len = 0;
     }
 }
 
@@ -413,13 +424,13 @@ fn gather_ready(
     out: &mut Gathered,
 ) -> Result<bool, u64> {
     match first {
-        Ok(p) => gather(out, &p, me),
+        Ok(p) => gather(out, p, me),
         Err(RecvError::Lagged(n)) => return Err(n),
         Err(RecvError::Closed) => return Ok(false),
     }
-    while out.len() < BATCH {
+    while !out.is_full() {
         match rx.try_recv() {
-            Ok(p) => gather(out, &p, me),
+            Ok(p) => gather(out, p, me),
             Err(TryRecvError::Lagged(n)) => return Err(n),
             Err(_) => break,
         }
@@ -433,16 +444,26 @@ fn gather_ready(
 /// otherwise never see its receiver lag.
 async fn write_watching(
     conn: &mut Conn,
-    out: &[u8],
+    out: &mut Gathered,
     rx: &broadcast::Receiver<Post>,
     queue: usize,
 ) -> io::Result<Result<(), u64>> {
-    let mut off = 0;
-    while off < out.len() {
+    let mut done = 0;
+    while done < out.len {
+        let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+        let n = out.slices(done, &mut iov);
+        // Most writes go through at once: only one that waits gets a timer.
+        let now =
+            std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *conn).poll_write_vectored(cx, &iov[..n])))
+                .await;
+        if let Poll::Ready(written) = now {
+            done += written?;
+            continue;
+        }
         tokio::select! {
             biased;
-            // `write` is cancel-safe: nothing is written unless it completes.
-            n = conn.write(&out[off..]) => off += n?,
+            // Cancel-safe: nothing is written unless it completes.
+            n = conn.write_vectored(&iov[..n]) => done += n?,
             _ = tokio::time::sleep(LAG_CHECK) => {
                 if rx.len() >= queue {
                     return Ok(Err(rx.len() as u64));
@@ -450,12 +471,13 @@ async fn write_watching(
             }
         }
     }
+    out.clear();
     Ok(Ok(()))
 }
 
-fn gather(out: &mut Gathered, post: &Post, me: u64) {
+fn gather(out: &mut Gathered, post: Post, me: u64) {
     if post.from != me {
-        out.push(&post.line);
+        out.push(post.line);
     }
 }
 
@@ -498,10 +520,8 @@ impl Service for RawBroker {
                 _ = &mut stopped => return Ok(()),
                 post = rx.recv() => {
                     let behind = match gather_ready(post, &mut rx, id, &mut out) {
-                        Ok(true) => match out.take() {
-                            ready if ready.is_empty() => continue,
-                            ready => write_watching(&mut conn, &ready, &rx, self.queue).await?.err(),
-                        },
+                        Ok(true) if out.len == 0 => continue,
+                        Ok(true) => write_watching(&mut conn, &mut out, &rx, self.queue).await?.err(),
                         Ok(false) => return Ok(()),
                         Err(n) => Some(n),
                     };
@@ -518,5 +538,31 @@ impl Service for RawBroker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathered_posts_resume_mid_post_after_a_short_write() {
+        let mut out = Gathered::default();
+        for p in ["ab", "", "cde", "f"] {
+            out.push(Bytes::from(p));
+        }
+        assert_eq!(out.len, 6);
+        let all = |done| {
+            let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+            let n = out.slices(done, &mut iov);
+            iov[..n].iter().flat_map(|s| s.to_vec()).collect::<Vec<u8>>()
+        };
+        for done in 0..=6 {
+            assert_eq!(all(done), &b"abcdef"[done..], "after {done} bytes");
+        }
+        while !out.is_full() {
+            out.push(Bytes::from_static(b"x"));
+        }
+        assert_eq!(out.posts.len(), MAX_IOV, "one write takes at most MAX_IOV posts");
     }
 }
