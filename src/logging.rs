@@ -60,7 +60,7 @@ thread_local! {
 const HELD_MAX: usize = 64 * 1024;
 
 /// While one is alive, this thread's log lines are gathered and written
-/// together when it drops (or every [`HELD_MAX`] bytes): a loop that logs
+/// together when it drops (or every 64 KiB): a loop that logs
 /// a line per item pays one write for many.
 #[must_use]
 pub struct Batch(());
