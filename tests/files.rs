@@ -60,6 +60,16 @@ fn write_big(path: &Path, mib: usize) {
     }
 }
 
+/// A temporary directory holding a `mib` MiB file `name`, and the path a
+/// server should receive into (not yet created).
+fn big_source(name: &str, mib: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join(name);
+    write_big(&file, mib);
+    let dest = tmp.path().join("in");
+    (tmp, file, dest)
+}
+
 fn hash(path: &Path) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
     h.update_reader(std::fs::File::open(path).unwrap()).unwrap();
@@ -158,10 +168,7 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
 
 #[test]
 fn one_gib_arrives_identical_by_hash() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("gib.bin");
-    write_big(&file, 1024);
-    let dest = tmp.path().join("in");
+    let (_tmp, file, dest) = big_source("gib.bin", 1024);
     let _srv = server(&dest, &[]);
     let (stop, watch) = never_partial(dest.join("gib.bin"), 1 << 30);
     let out = send(&_srv.endpoint("files", 0), &[&file], &[]);
@@ -174,10 +181,7 @@ fn one_gib_arrives_identical_by_hash() {
 
 #[test]
 fn sender_killed_half_way_resumes_with_the_same_command() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("data.bin");
-    write_big(&file, 48);
-    let dest = tmp.path().join("in");
+    let (_tmp, file, dest) = big_source("data.bin", 48);
     let mut srv = server(&dest, &[]);
     let ep = srv.endpoint("files", 0);
     let (stop, watch) = never_partial(dest.join("data.bin"), 48 << 20);
@@ -202,10 +206,7 @@ fn sender_killed_half_way_resumes_with_the_same_command() {
 
 #[test]
 fn server_killed_half_way_resumes_after_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("data.bin");
-    write_big(&file, 40);
-    let dest = tmp.path().join("in");
+    let (_tmp, file, dest) = big_source("data.bin", 40);
     let srv = server(&dest, &[]);
     let ep = srv.endpoint("files", 0);
     let mut sender = slow_send(&file, &ep, "16MiB");
