@@ -51,6 +51,7 @@
 //! - [`forward`]: moving bytes both ways between two streams (zero-copy
 //!   between sockets), keeping half-close.
 //! - [`commands`]: one module per subcommand of the binary.
+//! - [`text`]: peer text made safe for a terminal.
 //! - [`cli`]: the command-line definition; [`logging`]: log setup and the
 //!   `listening on` status line; [`sys`]: process limits; [`error`]: errors
 //!   and exit codes; [`units`]: durations and byte sizes on the command line.
@@ -70,6 +71,7 @@ pub mod logging;
 pub mod server;
 pub mod services;
 pub mod sys;
+pub mod text;
 pub mod tls;
 pub mod units;
 
