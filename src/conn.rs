@@ -55,7 +55,7 @@ impl Stream {
     }
 
     /// Reads what is ready into `buf` without waiting; `WouldBlock` if none.
-    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         each!(self, s => s.try_read_buf(buf))
     }
 
@@ -269,11 +269,13 @@ impl Conn {
         }
     }
 
-    /// Reads what is ready into `buf` without waiting (up to `hint` bytes);
+    /// Reads what is ready into `buf` without waiting, at most `hint` bytes
+    /// (whatever spare room `buf` has, so callers can bound what they hold);
     /// `WouldBlock` when nothing is.
     pub fn try_read_more(&mut self, buf: &mut BytesMut, hint: usize) -> io::Result<usize> {
+        use bytes::BufMut;
         buf.reserve(hint);
-        let n = self.stream.try_read_buf(buf)?;
+        let n = self.stream.try_read_buf(&mut (&mut *buf).limit(hint))?;
         self.meter.add_read(n);
         Ok(n)
     }

@@ -9,8 +9,11 @@
 //! left is the last message.
 //!
 //! Memory is bounded by `max_line`: a line that grows past it is an error,
-//! and the buffer is released whenever it is empty, so an idle connection
-//! holds none.
+//! reading stops once more than `max_line` bytes wait to be handled, however
+//! many lines they hold (a client that sends and never reads fills its own
+//! socket, not the server), and the buffer is released whenever it is empty,
+//! so an idle connection holds none. One connection buffers at most
+//! `max_line` + [`READ_CHUNK`] bytes.
 
 use std::io;
 
@@ -20,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use crate::conn::Conn;
 
 /// How much to read per system call.
-const READ_CHUNK: usize = 8 * 1024;
+pub const READ_CHUNK: usize = 8 * 1024;
 
 /// The framing state: pure over bytes, no I/O.
 #[derive(Debug, Default)]
@@ -108,9 +111,10 @@ impl LineBuf {
         })
     }
 
-    /// Whether more than `max` bytes are buffered without a newline.
-    pub fn over_limit(&self) -> bool {
-        self.buf.len() > self.max && memchr(&self.buf).is_none()
+    /// Whether more than `max` bytes are buffered: read no more until
+    /// they are handled (a line over the limit is an error then).
+    pub fn full(&self) -> bool {
+        self.buf.len() > self.max
     }
 
     fn finish(&mut self, mut msg: BytesMut) -> Bytes {
@@ -200,13 +204,15 @@ impl Lines {
     }
 
     /// Reads everything that is ready (after waiting for the first byte), so
-    /// that a message without a newline is known to be complete.
+    /// that a message without a newline is known to be complete — but never
+    /// past the limit: a peer that pours in lines waits for them to be
+    /// handled, and the wait is its socket's.
     async fn fill(&mut self) -> io::Result<()> {
         if self.conn.read_lazy(self.frames.buf_mut(), READ_CHUNK).await? == 0 {
             self.eof = true;
             return Ok(());
         }
-        while !self.frames.over_limit() {
+        while !self.frames.full() {
             match self.conn.try_read_more(self.frames.buf_mut(), READ_CHUNK) {
                 Ok(0) => {
                     self.eof = true;
@@ -298,7 +304,7 @@ mod tests {
         let mut lb = LineBuf::new(4);
         lb.saw_newline = true;
         lb.extend(b"12345");
-        assert!(lb.over_limit());
+        assert!(lb.full());
         assert_eq!(lb.next_message(true), Err(TooLong(4)));
     }
 

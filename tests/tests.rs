@@ -10,6 +10,7 @@ mod cli;
 mod exec;
 mod files;
 mod get;
+mod hostile;
 mod interop;
 mod limits;
 mod netcat;

@@ -4,9 +4,11 @@
 //! - Room lines, notices and direct messages travel on one pub/sub channel,
 //!   [`CHANNEL`], as JSON; each instance delivers what others published.
 //! - A nick is claimed with `SET sockit:chat:nick:<nick> <instance> NX EX`,
-//!   so it is unique across instances; each instance also keeps
-//!   `sockit:chat:presence:<instance>` (its members and their rooms) for
-//!   `/who` and `/rooms`. Both expire after [`TTL`] unless refreshed, so a
+//!   so it is unique across instances. Who is in a room is a sorted set per
+//!   room, `sockit:chat:room:<room>`, of nicks scored by when they expire;
+//!   `sockit:chat:rooms` scores the rooms the same way. `/who` reads its
+//!   room's set alone, so its cost is the room's, never the keyspace's (no
+//!   `KEYS`, no scan). Entries expire after [`TTL`] unless refreshed, so a
 //!   crashed instance's users vanish within that time.
 //! - If Redis goes away, the instance keeps serving its own users, tells
 //!   them `* cluster link lost`, and reconnects with backoff; once back it
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -34,7 +36,10 @@ pub const TTL: Duration = Duration::from_secs(30);
 /// How often keys are refreshed.
 const REFRESH: Duration = Duration::from_secs(10);
 const NICK_KEY: &str = "sockit:chat:nick:";
-const PRESENCE_KEY: &str = "sockit:chat:presence:";
+const ROOM_KEY: &str = "sockit:chat:room:";
+const ROOMS_KEY: &str = "sockit:chat:rooms";
+/// Most rooms `/rooms` lists when scaled out.
+const MAX_ROOMS_LISTED: usize = 100;
 const GUEST_KEY: &str = "sockit:chat:guests";
 /// Most events sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 256;
@@ -45,7 +50,6 @@ pub struct Cluster {
     client: redis::Client,
     con: std::sync::Mutex<Option<ConnectionManager>>,
     up: AtomicBool,
-    presence_changed: Notify,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -64,13 +68,7 @@ impl Cluster {
         let client =
             redis::Client::open(url).map_err(|e| format!("invalid --redis '{url}': {e} (write redis://HOST:PORT)"))?;
         let id = format!("{}-{}", std::process::id(), rand_suffix());
-        Ok(Arc::new(Cluster {
-            id,
-            client,
-            con: Default::default(),
-            up: AtomicBool::new(false),
-            presence_changed: Notify::new(),
-        }))
+        Ok(Arc::new(Cluster { id, client, con: Default::default(), up: AtomicBool::new(false) }))
     }
 
     /// Whether the link is up now.
@@ -120,21 +118,49 @@ impl Cluster {
         redis::cmd("EXISTS").arg(format!("{NICK_KEY}{nick}")).query_async(&mut con).await.map_err(redis_err)
     }
 
-    /// Every member of every instance: nick → room (None if the link is down).
-    pub async fn everyone(&self) -> Option<BTreeMap<String, String>> {
+    /// The nicks in `room` on every instance (None if the link is down):
+    /// one sorted-set read, its cost bounded by the room's size.
+    pub async fn room_members(&self, room: &str) -> Option<Vec<String>> {
         let mut con = self.con()?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{PRESENCE_KEY}*")).query_async(&mut con).await.ok()?;
-        if keys.is_empty() {
-            return Some(BTreeMap::new());
+        let key = format!("{ROOM_KEY}{room}");
+        let now = unix_now();
+        let (nicks,): (Vec<String>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg(now)
+            .arg("+inf")
+            .query_async(&mut con)
+            .await
+            .ok()?;
+        Some(nicks)
+    }
+
+    /// Every room with anyone in it, and how many (None if the link is
+    /// down); at most [`MAX_ROOMS_LISTED`] rooms.
+    pub async fn rooms(&self) -> Option<BTreeMap<String, usize>> {
+        let mut con = self.con()?;
+        let now = unix_now();
+        let rooms: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(ROOMS_KEY)
+            .arg(now)
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(MAX_ROOMS_LISTED)
+            .query_async(&mut con)
+            .await
+            .ok()?;
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            pipe.cmd("ZCOUNT").arg(format!("{ROOM_KEY}{room}")).arg(now).arg("+inf");
         }
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await.ok()?;
-        let mut all = BTreeMap::new();
-        for v in values.into_iter().flatten() {
-            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&v) {
-                all.extend(m.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))));
-            }
-        }
-        Some(all)
+        let counts: Vec<usize> = pipe.query_async(&mut con).await.ok()?;
+        Some(rooms.into_iter().zip(counts).filter(|(_, n)| *n > 0).collect())
     }
 
     /// Runs the link until `stop`: publishes the hub's events, delivers the
@@ -157,10 +183,7 @@ impl Cluster {
             let hub = hub.clone();
             async move {
                 loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(REFRESH) => {}
-                        _ = me.presence_changed.notified() => {}
-                    }
+                    tokio::time::sleep(REFRESH).await;
                     me.refresh(&hub, false).await;
                 }
             }
@@ -171,11 +194,14 @@ impl Cluster {
             _ = refresher => {}
             _ = self.clone().subscribe_forever(hub.clone()) => {}
         }
-        // Leaving: give the nicks and presence up at once.
+        // Leaving: give the nicks and room places up at once.
         if let Some(mut con) = self.con() {
-            let mut keys: Vec<String> = hub.members().into_iter().map(|(n, _)| format!("{NICK_KEY}{n}")).collect();
-            keys.push(format!("{PRESENCE_KEY}{}", self.id));
-            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+            let mut pipe = redis::pipe();
+            for (nick, room) in hub.members() {
+                pipe.cmd("DEL").arg(format!("{NICK_KEY}{nick}")).ignore();
+                pipe.cmd("ZREM").arg(format!("{ROOM_KEY}{room}")).arg(nick).ignore();
+            }
+            let _: Result<(), _> = pipe.query_async(&mut con).await;
         }
     }
 
@@ -187,8 +213,14 @@ impl Cluster {
                     json!({"o": self.id, "room": room, "line": String::from_utf8_lossy(line)})
                 }
                 Event::Direct { to, line } => json!({"o": self.id, "to": to, "line": String::from_utf8_lossy(line)}),
-                Event::Presence => {
-                    self.presence_changed.notify_one();
+                Event::Joined { nick, room } => {
+                    let expires = unix_now() + TTL.as_secs();
+                    pipe.cmd("ZADD").arg(format!("{ROOM_KEY}{room}")).arg(expires).arg(nick).ignore();
+                    pipe.cmd("ZADD").arg(ROOMS_KEY).arg(expires).arg(room).ignore();
+                    continue;
+                }
+                Event::Left { nick, room } => {
+                    pipe.cmd("ZREM").arg(format!("{ROOM_KEY}{room}")).arg(nick).ignore();
                     continue;
                 }
             };
@@ -201,27 +233,25 @@ impl Cluster {
         }
     }
 
-    /// Re-sets this instance's nicks and presence with a fresh expiry. After
-    /// an outage (`reclaim`), nicks are claimed again with NX.
+    /// Re-sets this instance's nicks and room places with a fresh expiry.
+    /// After an outage (`reclaim`), nicks are claimed again with NX.
     async fn refresh(&self, hub: &Hub, reclaim: bool) {
         let Some(mut con) = self.con() else { return };
         let members = hub.members();
+        let expires = unix_now() + TTL.as_secs();
         let mut pipe = redis::pipe();
-        for (nick, _) in &members {
+        for (nick, room) in &members {
             let c = pipe.cmd("SET").arg(format!("{NICK_KEY}{nick}")).arg(&self.id);
             if reclaim {
                 c.arg("NX");
             }
             c.arg("EX").arg(TTL.as_secs()).ignore();
+            pipe.cmd("ZADD").arg(format!("{ROOM_KEY}{room}")).arg(expires).arg(nick).ignore();
+            pipe.cmd("ZADD").arg(ROOMS_KEY).arg(expires).arg(room).ignore();
         }
-        let presence: serde_json::Map<String, Value> =
-            members.into_iter().map(|(n, r)| (n, Value::String(r))).collect();
-        pipe.cmd("SET")
-            .arg(format!("{PRESENCE_KEY}{}", self.id))
-            .arg(Value::Object(presence).to_string())
-            .arg("EX")
-            .arg(TTL.as_secs())
-            .ignore();
+        if members.is_empty() {
+            return;
+        }
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
             debug!("refresh failed: {e}");
         }
@@ -270,13 +300,30 @@ impl Cluster {
         if v["o"].as_str() == Some(self.id.as_str()) {
             return;
         }
-        let Some(line) = v["line"].as_str().map(|l| Bytes::from(l.to_string())) else { return };
+        // Another instance cleaned its users' text; a stranger with access
+        // to the channel may not have.
+        let Some(line) = v["line"].as_str().map(|l| Bytes::from(clean_line(l))) else { return };
         if let Some(room) = v["room"].as_str() {
             hub.deliver_room(room, line);
         } else if let Some(to) = v["to"].as_str() {
             hub.deliver_direct(to, line);
         }
     }
+}
+
+/// `line` (one or more lines, each with its newline) without control
+/// characters or escape sequences.
+fn clean_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for l in line.split_terminator('\n') {
+        out.push_str(&crate::text::clean(l));
+        out.push('\n');
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A few random hex digits to tell instances with the same pid apart.

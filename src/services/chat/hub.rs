@@ -48,8 +48,20 @@ pub enum Event {
         /// The line, newline included.
         line: Bytes,
     },
-    /// Who is here, or in which room, changed.
-    Presence,
+    /// `nick` is now in `room` here.
+    Joined {
+        /// The nick.
+        nick: String,
+        /// The room.
+        room: String,
+    },
+    /// `nick` is no longer in `room` here.
+    Left {
+        /// The nick.
+        nick: String,
+        /// The room.
+        room: String,
+    },
 }
 
 /// How many events may wait for the cluster link before new ones are dropped.
@@ -62,8 +74,12 @@ pub struct Inbox {
     pub id: u64,
     /// Its nick.
     pub nick: String,
+    /// The room it is in.
+    pub room_name: String,
     /// Its room's posts.
     pub room: broadcast::Receiver<Post>,
+    /// Where its own lines for the room go: saying something takes no lock.
+    pub say: broadcast::Sender<Post>,
     /// Direct messages and replies meant for it alone.
     pub direct: mpsc::Receiver<Bytes>,
 }
@@ -101,6 +117,22 @@ pub struct Hub {
     outbox: Option<mpsc::Sender<Event>>,
 }
 
+/// Appends `<nick> text` and a newline to `out`: a line as the room sees
+/// it. Its length is [`said_len`].
+pub fn said(out: &mut Vec<u8>, nick: &str, text: &str) {
+    out.reserve(said_len(nick, text));
+    out.push(b'<');
+    out.extend_from_slice(nick.as_bytes());
+    out.extend_from_slice(b"> ");
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+}
+
+/// The bytes `<nick> text\n` takes.
+pub fn said_len(nick: &str, text: &str) -> usize {
+    nick.len() + text.len() + 4
+}
+
 /// A line of text with its newline.
 pub fn line(text: &str) -> Bytes {
     let mut v = Vec::with_capacity(text.len() + 1);
@@ -128,16 +160,20 @@ impl Hub {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds member `id` as `nick` in the lobby, announcing it there.
-    pub fn join(&self, id: u64, nick: String) -> Inbox {
-        let (tx, direct) = mpsc::channel(DIRECT_QUEUE);
+    /// Adds member `id` as `nick` in the lobby, announcing it there; hands
+    /// the nick back if someone here has it already.
+    pub fn join(&self, id: u64, nick: String) -> Result<Inbox, String> {
         let mut st = self.state.lock().unwrap();
+        if st.nicks.contains_key(&nick) {
+            return Err(nick);
+        }
+        let (tx, direct) = mpsc::channel(DIRECT_QUEUE);
         st.members.insert(id, Member { nick: nick.clone(), room: LOBBY.into(), direct: tx });
         st.nicks.insert(nick.clone(), id);
-        let room = self.enter(&mut st, LOBBY);
+        let (room, say) = self.enter(&mut st, LOBBY);
         self.presence(&st, LOBBY, &format!("* {nick} joined"), id);
-        self.publish(Event::Presence);
-        Inbox { id, nick, room, direct }
+        self.publish(Event::Joined { nick: nick.clone(), room: LOBBY.into() });
+        Ok(Inbox { id, nick, room_name: LOBBY.into(), room, say, direct })
     }
 
     /// Whether `nick` is taken here.
@@ -190,25 +226,17 @@ impl Hub {
         st.nicks.remove(&m.nick);
         self.presence(&st, &m.room, &format!("* {} left", m.nick), id);
         Self::exit(&mut st, &m.room);
-        self.publish(Event::Presence);
+        self.publish(Event::Left { nick: m.nick, room: m.room });
     }
 
-    /// Sends each of `texts` from member `id` to the others in its room, as
-    /// `<nick> text` lines — in one post, so a burst costs the room one
-    /// queue slot, not one per line (the caller bounds the burst).
-    pub fn say(&self, id: u64, texts: &[String]) {
-        let st = self.state.lock().unwrap();
-        if let Some(m) = st.members.get(&id)
-            && let Some(room) = st.rooms.get(&m.room)
-        {
-            let mut lines = Vec::with_capacity(texts.iter().map(|t| t.len() + m.nick.len() + 4).sum());
-            for t in texts {
-                lines.extend_from_slice(format!("<{}> {t}\n", m.nick).as_bytes());
-            }
-            let line = Bytes::from(lines);
-            let _ = room.tx.send(Post { from: id, line: line.clone() });
-            self.publish(Event::Room { room: m.room.clone(), line });
-        }
+    /// Sends `lines` (`<nick> text` lines, formatted by the caller with
+    /// [`said`]) from `inbox`'s member to the others in its room — in one
+    /// post, so a burst costs the room one queue slot, not one per line
+    /// (the caller bounds the burst in bytes). Takes no lock: a member
+    /// pouring lines in never holds anyone else up.
+    pub fn say(&self, inbox: &Inbox, lines: Bytes) {
+        let _ = inbox.say.send(Post { from: inbox.id, line: lines.clone() });
+        self.publish(Event::Room { room: inbox.room_name.clone(), line: lines });
     }
 
     /// Renames member `id`; the room is told `* old is now new`.
@@ -227,25 +255,28 @@ impl Hub {
         st.nicks.remove(&old);
         st.nicks.insert(nick.to_string(), id);
         self.announce(&st, &room, &format!("* {old} is now {nick}"), 0);
-        self.publish(Event::Presence);
+        self.publish(Event::Left { nick: old.clone(), room: room.clone() });
+        self.publish(Event::Joined { nick: nick.to_string(), room });
         Ok(old)
     }
 
-    /// Moves member `id` to `room`; returns the new room's receiver.
-    pub fn switch(&self, id: u64, room: &str) -> Result<broadcast::Receiver<Post>, Refusal> {
+    /// Moves `inbox`'s member to `room`.
+    pub fn switch(&self, inbox: &mut Inbox, room: &str) -> Result<(), Refusal> {
         let mut st = self.state.lock().unwrap();
-        let m = st.members.get_mut(&id).ok_or("! not connected")?;
+        let m = st.members.get_mut(&inbox.id).ok_or("! not connected")?;
         if m.room == room {
             return Err(format!("! you are already in {room}"));
         }
         let old = std::mem::replace(&mut m.room, room.to_string());
         let nick = m.nick.clone();
-        self.presence(&st, &old, &format!("* {nick} left"), id);
+        self.presence(&st, &old, &format!("* {nick} left"), inbox.id);
         Self::exit(&mut st, &old);
-        let rx = self.enter(&mut st, room);
+        (inbox.room, inbox.say) = self.enter(&mut st, room);
+        inbox.room_name = room.to_string();
         self.presence(&st, room, &format!("* {nick} joined"), 0);
-        self.publish(Event::Presence);
-        Ok(rx)
+        self.publish(Event::Left { nick: nick.clone(), room: old });
+        self.publish(Event::Joined { nick, room: room.to_string() });
+        Ok(())
     }
 
     /// `/rooms`: each room and how many are in it.
@@ -285,13 +316,13 @@ impl Hub {
         }
     }
 
-    fn enter(&self, st: &mut State, room: &str) -> broadcast::Receiver<Post> {
+    fn enter(&self, st: &mut State, room: &str) -> (broadcast::Receiver<Post>, broadcast::Sender<Post>) {
         let r = st
             .rooms
             .entry(room.to_string())
             .or_insert_with(|| Room { tx: broadcast::channel(self.queue).0, members: 0 });
         r.members += 1;
-        r.tx.subscribe()
+        (r.tx.subscribe(), r.tx.clone())
     }
 
     fn exit(st: &mut State, room: &str) {

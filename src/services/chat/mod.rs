@@ -24,23 +24,29 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use self::cluster::Cluster;
-use self::hub::{Event, Hub, Inbox, LOBBY, Post};
+use self::hub::{Event, Hub, Inbox, LOBBY, Post, said};
 use self::protocol::{Command, HELP, parse, valid_name};
 use crate::{Conn, Lines, Service};
 
 /// Default `--max-line` for chat: 4 KiB.
 pub const DEFAULT_MAX_LINE: usize = 4 * 1024;
 /// Default `--max-queue`: how many posts (a line, or a burst of one
-/// client's lines of at most [`MAX_BURST`] bytes) a client may fall behind.
+/// client's lines of at most [`MAX_BURST`] bytes as the room sees them) a
+/// client may fall behind.
 pub const DEFAULT_QUEUE: usize = 1024;
 /// Most bytes gathered into one write to a client.
 const BATCH: usize = 64 * 1024;
 /// How long a goodbye line may take to write to a client.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A client's buffered plain lines go to the room as one post until they
-/// reach this many bytes: a post costs one queue slot whatever it holds, so
-/// this bounds a room's queue at `--max-queue` × 16 KiB (plus one line).
+/// reach this many bytes, counted as the room sees them (`<nick> text`, not
+/// the text alone): a post costs one queue slot whatever it holds, so a
+/// room's queue holds at most `--max-queue` posts of at most 16 KiB (or one
+/// line, if `--max-line` is longer) — 16 MiB at the defaults, whatever the
+/// lines' sizes.
 pub const MAX_BURST: usize = 16 * 1024;
+/// How many guest nicks a new member tries before giving up.
+const GUEST_TRIES: usize = 16;
 /// How often a client stuck in a write is checked for falling behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
 
@@ -100,17 +106,38 @@ impl Chat {
         Ok((Chat { hub, cluster: Some(cluster), config }, link))
     }
 
-    /// A new member's nick: `guest-N`, numbered cluster-wide when scaled out.
-    async fn guest_nick(&self, id: u64) -> String {
-        if let Some(c) = &self.cluster
-            && let Some(n) = c.next_guest().await
-        {
+    /// Joins a new member under a `guest-N` nick that no one else has,
+    /// here or (scaled out) on any instance: a user may have taken the next
+    /// guest's name with `/nick`, so a taken one is skipped for the next.
+    async fn join_as_guest(&self) -> io::Result<Inbox> {
+        for _ in 0..GUEST_TRIES {
+            let id = self.hub.next_id();
+            let n = match &self.cluster {
+                Some(c) => c.next_guest().await.unwrap_or(id),
+                None => id,
+            };
             let nick = format!("guest-{n}");
-            if !self.hub.has_nick(&nick) && c.claim(&nick).await.unwrap_or(true) {
-                return nick;
+            let claimed = match &self.cluster {
+                Some(c) if !self.hub.has_nick(&nick) => match c.claim(&nick).await {
+                    Ok(false) => continue,
+                    Ok(true) => true,
+                    Err(_) => false, // link down: unique here, for now
+                },
+                _ => false,
+            };
+            match self.hub.join(id, nick) {
+                Ok(inbox) => return Ok(inbox),
+                Err(nick) if claimed => self.release(&nick).await,
+                Err(_) => {}
             }
         }
-        format!("guest-{id}")
+        Err(io::Error::other("no free guest nick (every one tried was taken)"))
+    }
+
+    async fn release(&self, nick: &str) {
+        if let Some(c) = &self.cluster {
+            c.release(nick).await;
+        }
     }
 }
 
@@ -144,14 +171,10 @@ impl Service for Chat {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let stop = conn.shutdown_token().clone();
         let mut lines = Lines::new(conn).with_max(self.config.max_line).skip_long_lines();
-        let id = self.hub.next_id();
-        let nick = self.guest_nick(id).await;
-        let mut inbox = self.hub.join(id, nick);
+        let mut inbox = self.join_as_guest().await?;
         let result = self.session(&mut lines, &mut inbox, &stop).await;
         self.hub.leave(inbox.id);
-        if let Some(c) = &self.cluster {
-            c.release(&inbox.nick).await;
-        }
+        self.release(&inbox.nick).await;
         result
     }
 
@@ -188,21 +211,19 @@ impl Chat {
                         Ok(false) => return Ok(()),
                         Err(missed) => return kick(lines, missed).await,
                     }
-                    if out.len > 0
-                        && let Err(missed) = write_watching(lines.conn(), &mut out, &inbox.room, self.config.queue).await?
-                    {
-                        return kick(lines, missed).await;
-                    }
                 }
                 direct = inbox.direct.recv() => {
-                    if let Some(line) = direct {
-                        lines.conn().write_all(&line).await?;
+                    let Some(line) = direct else { return Ok(()) };
+                    out.push(line);
+                    while !out.is_full() && let Ok(line) = inbox.direct.try_recv() {
+                        out.push(line);
                     }
                 }
                 line = lines.next() => {
                     let Some(line) = line? else { return Ok(()) };
                     // Handle the whole burst that is already buffered; plain
-                    // lines go to the room together.
+                    // lines go to the room together, up to MAX_BURST bytes
+                    // as the room sees them.
                     let mut said = Vec::new();
                     let mut next = Some(line);
                     while let Some(line) = next {
@@ -210,29 +231,46 @@ impl Chat {
                         if !self.command(&line, lines, inbox, &mut rate, &mut said).await? {
                             return Ok(());
                         }
-                        let bytes: usize = said.iter().map(|t| t.len()).sum();
-                        next = if bytes < MAX_BURST { lines.next_buffered() } else { None };
+                        next = if said.len() < MAX_BURST { lines.next_buffered() } else { None };
                     }
                     if !said.is_empty() {
-                        self.hub.say(inbox.id, &said);
+                        self.hub.say(inbox, said.into());
                     }
+                    // A client pouring lines in gives the others their turn
+                    // on this thread once its budget is spent.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
+            }
+            // Room posts and direct lines go out through one watched write:
+            // a member that stops reading is cut off once it falls
+            // --max-queue posts behind its room, or fills its direct queue.
+            if out.len > 0 {
+                let behind = || {
+                    let room = inbox.room.len();
+                    (room >= self.config.queue || inbox.direct.capacity() == 0).then_some(room as u64)
+                };
+                if let Err(missed) = write_watching(lines.conn(), &mut out, behind).await? {
+                    return kick(lines, missed).await;
                 }
             }
         }
     }
 
     /// Handles one line from the client; false ends the session. A plain
-    /// line is added to `said` (sent by the caller with the rest of its
-    /// burst); before any command, what was said is sent, to keep order.
+    /// line is added to `burst` as the room sees it (sent by the caller with
+    /// the rest of its burst); before any command, what was said is sent, to
+    /// keep order. Control characters and escape sequences never reach
+    /// anyone: the line is [cleaned](crate::text::clean) first.
     async fn command(
         &self,
         line: &[u8],
         lines: &mut Lines,
         inbox: &mut Inbox,
         rate: &mut Option<RateLimit>,
-        said: &mut Vec<String>,
+        burst: &mut Vec<u8>,
     ) -> io::Result<bool> {
-        let text = String::from_utf8_lossy(line);
+        let text = crate::text::clean_bytes(line);
         let cmd = parse(&text);
         let limited = matches!(cmd, Command::Say(_) | Command::Msg(..));
         if limited
@@ -245,12 +283,12 @@ impl Chat {
         }
         if let Command::Say(t) = cmd {
             if !t.is_empty() {
-                said.push(t.to_string());
+                said(burst, &inbox.nick, t);
             }
             return Ok(true);
         }
-        if !said.is_empty() {
-            self.hub.say(inbox.id, &std::mem::take(said));
+        if !burst.is_empty() {
+            self.hub.say(inbox, std::mem::take(burst).into());
         }
         let reply: Vec<String> = match cmd {
             Command::Say(_) => vec![], // handled above
@@ -261,19 +299,13 @@ impl Chat {
             Command::Join(r) if !valid_name(r) => {
                 vec![format!("! invalid room {r}: use letters, digits, - and _, at most 32")]
             }
-            Command::Join(r) => match self.hub.switch(inbox.id, r) {
-                Ok(rx) => {
-                    inbox.room = rx;
-                    vec![]
-                }
-                Err(refusal) => vec![refusal],
-            },
+            Command::Join(r) => self.hub.switch(inbox, r).err().into_iter().collect(),
             Command::Rooms => {
                 let rooms: Vec<String> = self.rooms().await.iter().map(|(r, n)| format!("{r} ({n})")).collect();
                 vec![format!("* rooms: {}", rooms.join(", "))]
             }
             Command::Who => {
-                let (room, nicks) = self.who(inbox.id).await;
+                let (room, nicks) = self.who(inbox).await;
                 vec![format!("* in {room}: {}", nicks.join(", "))]
             }
             Command::Msg(to, t) => self.direct(inbox.id, to, t).await.err().into_iter().collect(),
@@ -338,37 +370,35 @@ impl Chat {
         }
     }
 
-    /// `/who`: everyone in the member's room, on every instance.
-    async fn who(&self, id: u64) -> (String, Vec<String>) {
+    /// `/who`: everyone in the member's room, on every instance; scaled
+    /// out, one read of that room's set (never the whole keyspace).
+    async fn who(&self, inbox: &Inbox) -> (String, Vec<String>) {
+        let (room, mut nicks) = self.hub.who(inbox.id);
         if let Some(c) = &self.cluster
-            && let (Some(all), Some(room)) = (c.everyone().await, self.hub.room_of(id))
+            && let Some(there) = c.room_members(&room).await
         {
-            let mut nicks: Vec<String> = all.into_iter().filter(|(_, r)| *r == room).map(|(n, _)| n).collect();
-            // This instance's own view is fresher than its presence key.
-            for (n, r) in self.hub.members() {
-                if r == room && !nicks.contains(&n) {
-                    nicks.push(n);
-                }
-            }
+            // This instance's own view is fresher than Redis's.
+            nicks.extend(there);
             nicks.sort();
-            return (room, nicks);
+            nicks.dedup();
         }
-        self.hub.who(id)
+        (room, nicks)
     }
 
     /// `/rooms`: every room and its head count, on every instance.
     async fn rooms(&self) -> Vec<(String, usize)> {
+        let here = self.hub.rooms();
         if let Some(c) = &self.cluster
-            && let Some(mut all) = c.everyone().await
+            && let Some(mut all) = c.rooms().await
         {
-            all.extend(self.hub.members());
-            let mut rooms: std::collections::BTreeMap<String, usize> = Default::default();
-            for room in all.into_values() {
-                *rooms.entry(room).or_default() += 1;
+            // Redis counts this instance's members too, once published.
+            for (room, n) in here {
+                let count = all.entry(room).or_default();
+                *count = (*count).max(n);
             }
-            return rooms.into_iter().collect();
+            return all.into_iter().collect();
         }
-        self.hub.rooms()
+        here
     }
 }
 
@@ -438,15 +468,14 @@ fn gather_ready(
     Ok(true)
 }
 
-/// Writes `out` to the client; while the client is not reading, checks
-/// every [`LAG_CHECK`] how far behind its room it has fallen, and gives up
-/// (`Err(posts behind)`) past `queue` — a client stuck in a write would
+/// Writes `out` to the client; while the client is not reading, asks
+/// `behind` every [`LAG_CHECK`] whether it has fallen too far behind, and
+/// gives up (`Err(posts behind)`) if so — a client stuck in a write would
 /// otherwise never see its receiver lag.
 async fn write_watching(
     conn: &mut Conn,
     out: &mut Gathered,
-    rx: &broadcast::Receiver<Post>,
-    queue: usize,
+    behind: impl Fn() -> Option<u64>,
 ) -> io::Result<Result<(), u64>> {
     let mut done = 0;
     while done < out.len {
@@ -465,8 +494,8 @@ async fn write_watching(
             // Cancel-safe: nothing is written unless it completes.
             n = conn.write_vectored(&iov[..n]) => done += n?,
             _ = tokio::time::sleep(LAG_CHECK) => {
-                if rx.len() >= queue {
-                    return Ok(Err(rx.len() as u64));
+                if let Some(n) = behind() {
+                    return Ok(Err(n));
                 }
             }
         }
@@ -521,7 +550,10 @@ impl Service for RawBroker {
                 post = rx.recv() => {
                     let behind = match gather_ready(post, &mut rx, id, &mut out) {
                         Ok(true) if out.len == 0 => continue,
-                        Ok(true) => write_watching(&mut conn, &mut out, &rx, self.queue).await?.err(),
+                        Ok(true) => {
+                            let behind = || (rx.len() >= self.queue).then_some(rx.len() as u64);
+                            write_watching(&mut conn, &mut out, behind).await?.err()
+                        }
                         Ok(false) => return Ok(()),
                         Err(n) => Some(n),
                     };

@@ -1,0 +1,219 @@
+//! Hostile peers: each test plays an attacker against one documented bound
+//! (memory per connection and per room, descriptors, handshakes per
+//! address, terminal-safe text, unique nicks) and checks that it holds and
+//! that everyone else is still served.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The server's resident memory, in MiB.
+fn rss_mib(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// The most memory the server holds over `window` (sampled).
+fn peak_rss_mib(p: &Proc, window: Duration) -> u64 {
+    let until = Instant::now() + window;
+    let mut peak = rss_mib(p);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        peak = peak.max(rss_mib(p));
+    }
+    peak
+}
+
+/// Writes `total` bytes of `line` repeated to `s`, stopping early if the
+/// server stops taking them for `stall` (it is not reading: as it should
+/// be, once its bound is reached). Returns the bytes written.
+fn pour(s: &mut TcpStream, line: &[u8], total: usize, stall: Duration) -> usize {
+    s.set_write_timeout(Some(stall)).unwrap();
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(64 * 1024 / line.len() * line.len()).collect();
+    let mut sent = 0;
+    while sent < total {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
+/// Item: 100 clients that send lines and never read their replies. Each
+/// connection buffers at most --max-line plus a read chunk: the rest waits
+/// in the clients' own sockets.
+#[test]
+fn line_clients_that_never_read_hold_bounded_memory() {
+    let p = Proc::start(&["serve", "stamp", "--listen", "127.0.0.1:0"], 1);
+    let addr = p.addr("stamp", "tcp://");
+    let base = rss_mib(&p);
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = tcp(addr);
+                pour(&mut s, b"0123456789abcdef\n", 4 << 20, Duration::from_secs(2));
+                s // held open, unread, until the measurement is done
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let peak = peak_rss_mib(&p, Duration::from_millis(500));
+    // 100 × (64 KiB + 8 KiB) is 7 MiB; before the bound it was 283 MiB.
+    assert!(peak < base + 48, "the server grew from {base} to {peak} MiB for 100 clients that do not read");
+    drop(held);
+    // And it still serves.
+    let mut c = tcp(addr);
+    c.write_all(b"still here\n").unwrap();
+    assert!(read_line(&mut c).ends_with("] still here"));
+}
+
+fn chat(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["serve", "chat", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, 1);
+    let addr = p.addr("chat", "tcp://");
+    (p, addr)
+}
+
+/// A chat client called `nick` that reads everything it is sent on a
+/// thread of its own, so it never falls behind.
+fn drain(addr: SocketAddr, nick: &str) -> ChatClient {
+    let mut c = ChatClient::join(addr);
+    c.rename(nick);
+    let mut r = c.r.get_ref().try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    c
+}
+
+/// Items: a member pouring in one-byte lines under a long nick (each line
+/// grows to 37 bytes as the room sees it) while another member does not
+/// read. The room's queue is bounded in bytes as the room sees them, so the
+/// server stays small; the flood is handled in turns, so a third member's
+/// commands are answered at once.
+#[test]
+fn a_flood_into_a_room_with_a_member_that_never_reads_stays_bounded() {
+    let (p, addr) = chat(&[]);
+    let base = rss_mib(&p);
+    let mut flooder = ChatClient::join(addr);
+    flooder.rename(&"f".repeat(32));
+    // In the lobby: one that never reads, one that reads everything.
+    let stuck = ChatClient::join(addr);
+    let _reader = drain(addr, "reader");
+    // The probe is in a room of its own: it shares the server's threads and
+    // state with the flood, not the flood's lines.
+    let mut probe = ChatClient::join(addr);
+    probe.send("/join quiet");
+    let mut w = flooder.w.try_clone().unwrap();
+    let flood = std::thread::spawn(move || pour(&mut w, b"x\n", 8 << 20, Duration::from_secs(3)));
+    // While it floods, /who from the probe comes back promptly each time.
+    let mut worst = Duration::ZERO;
+    let mut flooding = true;
+    while flooding {
+        let asked = Instant::now();
+        probe.send("/who");
+        let mut l = probe.line();
+        while !l.starts_with("* in quiet:") {
+            l = probe.line();
+        }
+        worst = worst.max(asked.elapsed());
+        flooding = !flood.is_finished();
+    }
+    let sent = flood.join().unwrap();
+    let peak = peak_rss_mib(&p, Duration::from_millis(500));
+    assert!(sent >= 4 << 20, "the flood was throttled at {sent} bytes: the test proves nothing");
+    // The room holds at most --max-queue (1024) posts of 16 KiB: 16 MiB.
+    // Before the bound it held 380-409 MiB from 31 MiB of input.
+    assert!(peak < base + 64, "the server grew from {base} to {peak} MiB under a {sent}-byte flood");
+    // Before, the lobby froze for 6-17 s; the bound here only catches a
+    // stall, not a slow machine.
+    assert!(worst < Duration::from_secs(3), "/who took {worst:?} during the flood");
+    drop(stuck);
+}
+
+/// A member that stops reading while direct messages pile up is cut off
+/// (its direct queue full), like one that falls behind its room.
+#[test]
+fn a_member_that_stops_reading_direct_messages_is_cut_off() {
+    let (mut p, addr) = chat(&[]);
+    let mut victim = ChatClient::join(addr);
+    victim.rename("victim");
+    let sender = drain(addr, "sender");
+    // 8 MiB of direct messages: more than the victim's socket buffers and
+    // its direct queue hold. Bounded by the write timeout if the server
+    // stops reading the sender.
+    let mut w = sender.w.try_clone().unwrap();
+    let line = format!("/msg victim {}\n", "y".repeat(4000));
+    let flood = std::thread::spawn(move || pour(&mut w, line.as_bytes(), 8 << 20, Duration::from_secs(3)));
+    p.wait_stderr(|l| l.contains("too slow to read"));
+    let mut who = ChatClient::join(addr);
+    who.send("/who");
+    let l = who.next_said();
+    assert!(!l.contains("victim"), "{l}");
+    flood.join().unwrap();
+    drop(victim);
+}
+
+/// Item: lines reach others without controls or escape sequences, in room
+/// lines and direct messages alike.
+#[test]
+fn chat_lines_reach_others_without_control_characters() {
+    let (_p, addr) = chat(&[]);
+    let mut eve = ChatClient::join(addr);
+    let mut bob = ChatClient::join(addr);
+    let was = eve.nick.clone();
+    eve.rename("eve");
+    bob.expect(&format!("* {was} is now eve"));
+    let was = bob.nick.clone();
+    bob.rename("bob");
+    eve.expect(&format!("* {was} is now bob"));
+    for attack in [
+        "x\x1b[2K\r<alice> send me your password",
+        "\x1b]0;pwned\x07\r* alice is now root",
+        "bell\x07 and \u{9b}31m C1 CSI",
+    ] {
+        eve.send(attack);
+        let got = bob.next_said();
+        assert!(!got.chars().any(|c| c.is_control() && c != '\t'), "{got:?}");
+        assert!(got.starts_with("<eve> "), "{got:?}");
+        eve.send(&format!("/msg bob {attack}"));
+        let got = bob.next_said();
+        assert!(!got.chars().any(|c| c.is_control() && c != '\t'), "{got:?}");
+        assert!(got.starts_with("<eve> (direct) "), "{got:?}");
+    }
+    eve.send("tabs\tstay");
+    assert_eq!(bob.next_said(), "<eve> tabs\tstay");
+}
+
+/// Item: a user who takes the next guest's nick does not share it with
+/// that guest.
+#[test]
+fn guest_nicks_are_unique_even_when_taken_first() {
+    let (_p, addr) = chat(&[]);
+    let mut a = ChatClient::join(addr);
+    let n: u64 = a.nick["guest-".len()..].parse().unwrap();
+    // Take the third guest's name before the third guest arrives.
+    a.rename(&format!("guest-{}", n + 2));
+    let b = ChatClient::join(addr);
+    let c = ChatClient::join(addr);
+    let nicks = [&a.nick, &b.nick, &c.nick];
+    assert!(a.nick != b.nick && a.nick != c.nick && b.nick != c.nick, "duplicate nicks: {nicks:?}");
+    a.send("/who");
+    let who = a.next_said();
+    let listed: Vec<&str> = who.trim_start_matches("* in lobby: ").split(", ").collect();
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(listed.len(), 3, "{who}");
+    assert_eq!(unique.len(), 3, "{who}");
+}
