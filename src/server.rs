@@ -3,7 +3,10 @@
 //!
 //! A service only speaks its protocol. Everything else lives here, once:
 //! `--max-conns` (a connection past it is refused at once, after the
-//! service's busy line), `--idle-timeout` (no byte either way for that long
+//! service's busy line), the open-file limit (each connection reserves the
+//! descriptors it costs — one socket, three over TLS, six for a spliced
+//! relay — so descriptors never run out under load and a client past the
+//! limit is refused like one past `--max-conns`), `--idle-timeout` (no byte either way for that long
 //! closes the connection), the `--max-line` limit handed to line framing, and
 //! shutdown — on [`Server::run_until`]'s signal, listeners close, services see
 //! their [`Conn::shutdown_token`] cancelled, and connections still open after
@@ -52,6 +55,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 /// Default for [`Limits::grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// Descriptors kept back from connections: listeners, logs, the Redis
+/// link, the files service's directories, a command's pipes.
+pub const RESERVED_DESCRIPTORS: usize = 64;
+/// Descriptors a TLS connection costs besides its socket: the local socket
+/// pair its session is pumped through.
+pub const TLS_DESCRIPTORS: usize = 2;
+/// Refused connections are logged one per this interval with their peer;
+/// the rest are counted and summed up once per interval.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -79,6 +91,14 @@ pub trait Service: Send + Sync + 'static {
     fn busy_message(&self) -> Option<&[u8]> {
         None
     }
+
+    /// The most descriptors one connection holds at once, its own socket
+    /// included (a relay also holds its upstream and splice pipes). The
+    /// server reserves them before it serves the connection, so the
+    /// process never runs out; the default is the socket alone.
+    fn descriptors(&self) -> usize {
+        1
+    }
 }
 
 /// A datagram protocol: each datagram may get one reply to its sender.
@@ -93,6 +113,10 @@ pub trait DatagramService: Send + Sync + 'static {
 pub struct Server {
     limits: Limits,
     permits: Arc<Semaphore>,
+    /// The open-file limit less [`RESERVED_DESCRIPTORS`], as permits.
+    descriptors: Arc<Semaphore>,
+    open_files: Option<usize>,
+    refusals: Arc<Refusals>,
     shutdown: CancellationToken,
     /// Cancelled when the grace period is over: connections still open close.
     force_close: CancellationToken,
@@ -103,8 +127,13 @@ pub struct Server {
 impl Server {
     /// A server with these limits; it serves nothing until given listeners.
     pub fn new(limits: Limits) -> Self {
+        let open_files = crate::sys::open_file_limit();
+        let budget = open_files.map_or(Semaphore::MAX_PERMITS, |n| n.saturating_sub(RESERVED_DESCRIPTORS));
         Server {
-            permits: Arc::new(Semaphore::new(limits.max_conns)),
+            permits: Arc::new(Semaphore::new(limits.max_conns.min(Semaphore::MAX_PERMITS))),
+            descriptors: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            open_files,
+            refusals: Arc::default(),
             limits,
             shutdown: CancellationToken::new(),
             force_close: CancellationToken::new(),
@@ -120,13 +149,28 @@ impl Server {
 
     /// Connections open right now.
     pub fn open_connections(&self) -> usize {
-        self.limits.max_conns - self.permits.available_permits()
+        self.limits.max_conns.saturating_sub(self.permits.available_permits())
     }
 
     /// Serves `service` on `listener` (named `name` in logs) in a background
     /// task, until shutdown.
     pub fn serve_stream<S: Service>(&self, listener: Listener, name: &'static str, service: Arc<S>) {
+        let cost = service.descriptors() + if listener.tls().is_some() { TLS_DESCRIPTORS } else { 0 };
+        let fit = self.descriptors.available_permits() / cost;
+        if let Some(limit) = self.open_files
+            && fit < self.limits.max_conns
+        {
+            warn!(
+                service = name,
+                "at most {fit} connections at once, not --max-conns {}: the open-file limit is {limit} and each connection costs {cost} descriptors; raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) to serve more",
+                self.limits.max_conns
+            );
+        }
+        self.spawn_refusal_log();
         let acceptor = Acceptor {
+            cost: cost as u32,
+            descriptors: self.descriptors.clone(),
+            refusals: self.refusals.clone(),
             listener,
             name,
             service,
@@ -151,6 +195,23 @@ impl Server {
             let span = info_span!("udp", service = name);
             self.tracker.spawn(datagram_loop(socket, service, acl, token).instrument(span));
         }
+    }
+
+    /// Logs the refusals counted in each interval, once, until shutdown.
+    fn spawn_refusal_log(&self) {
+        if self.refusals.logging.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (refusals, shutdown) = (self.refusals.clone(), self.shutdown.clone());
+        self.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return refusals.summary(),
+                    _ = tick.tick() => refusals.summary(),
+                }
+            }
+        });
     }
 
     /// Runs until `signal` completes (or the shutdown token is cancelled),
@@ -179,6 +240,10 @@ impl Server {
 }
 
 struct Acceptor<S> {
+    /// Descriptors each connection reserves.
+    cost: u32,
+    descriptors: Arc<Semaphore>,
+    refusals: Arc<Refusals>,
     listener: Listener,
     name: &'static str,
     service: Arc<S>,
@@ -211,16 +276,26 @@ impl<S: Service> Acceptor<S> {
                 }
             };
             if !self.limits.acl.admits(peer) {
-                warn!(service = self.name, %peer, "refused: address not allowed (--allow/--deny)");
+                self.refusals.refused(self.name, peer, Refused::Acl);
                 continue;
             }
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                warn!(service = self.name, %peer, max_conns = self.limits.max_conns, "refused: connection limit reached (--max-conns)");
-                if let Some(msg) = self.service.busy_message().filter(|_| self.listener.tls().is_none()) {
-                    // A fresh socket's send buffer is empty: this does not block.
-                    let _ = stream.try_write(msg);
+            let permits = match self.permits.clone().try_acquire_owned() {
+                Err(_) => Err(Refused::MaxConns),
+                Ok(conn) => match self.descriptors.clone().try_acquire_many_owned(self.cost) {
+                    Err(_) => Err(Refused::OpenFiles),
+                    Ok(fds) => Ok((conn, fds)),
+                },
+            };
+            let permit = match permits {
+                Ok(p) => p,
+                Err(why) => {
+                    self.refusals.refused(self.name, peer, why);
+                    if let Some(msg) = self.service.busy_message().filter(|_| self.listener.tls().is_none()) {
+                        // A fresh socket's send buffer is empty: this does not block.
+                        let _ = stream.try_write(msg);
+                    }
+                    continue;
                 }
-                continue;
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let span = info_span!("conn", id, service = self.name, %peer);
@@ -334,6 +409,62 @@ async fn datagram_loop<D: DatagramService>(
             && let Err(e) = socket.send_to(&reply, peer).await
         {
             debug!(%peer, "reply failed: {e}");
+        }
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    Acl,
+    MaxConns,
+    OpenFiles,
+}
+
+impl Refused {
+    const ALL: [Refused; 3] = [Refused::Acl, Refused::MaxConns, Refused::OpenFiles];
+
+    fn why(self) -> &'static str {
+        match self {
+            Refused::Acl => "address not allowed (--allow/--deny)",
+            Refused::MaxConns => "connection limit reached (--max-conns)",
+            Refused::OpenFiles => "open-file limit reached (ulimit -n)",
+        }
+    }
+}
+
+/// Refused connections, logged so that a flood of them cannot flood the
+/// log: the first in each [`REFUSAL_LOG_INTERVAL`] is logged with its peer,
+/// the rest are counted, and the counts are logged once per interval.
+#[derive(Debug, Default)]
+struct Refusals {
+    counts: [AtomicU64; 3],
+    last_logged: std::sync::Mutex<Option<Instant>>,
+    logging: std::sync::atomic::AtomicBool,
+}
+
+impl Refusals {
+    fn refused(&self, service: &'static str, peer: crate::Peer, why: Refused) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
+                *last = Some(now);
+                drop(last);
+                warn!(service, %peer, "refused: {}", why.why());
+                return;
+            }
+        }
+        self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn summary(&self) {
+        let counts = Refused::ALL.map(|r| (r, self.counts[r as usize].swap(0, Ordering::Relaxed)));
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        if total > 0 {
+            let reasons: Vec<String> =
+                counts.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {}", r.why())).collect();
+            warn!("refused {total} more connections in the last {REFUSAL_LOG_INTERVAL:?}: {}", reasons.join(", "));
         }
     }
 }

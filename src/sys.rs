@@ -15,6 +15,12 @@ pub fn raise_open_file_limit() -> Option<u64> {
     lim.current
 }
 
+/// The open-file limit in force (the soft limit), or `None` when there is
+/// none.
+pub fn open_file_limit() -> Option<usize> {
+    getrlimit(Resource::Nofile).current.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// The kernel's cap on a listen backlog (`net.core.somaxconn`), if readable.
 pub fn somaxconn() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()

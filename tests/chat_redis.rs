@@ -104,3 +104,50 @@ fn a_bad_redis_url_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("invalid --redis"), "{}", text(&out.stderr));
 }
+
+/// Asks the Redis at `port` for one INFO section.
+fn redis_info(port: u16, section: &str) -> String {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", section]).output().unwrap();
+    text(&out.stdout)
+}
+
+#[test]
+fn who_costs_one_room_and_guest_nicks_are_unique_across_instances() {
+    need("redis-cli");
+    let port = free_port();
+    let _server = redis(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let (_i1, a1) = instance(&url);
+    let (_i2, a2) = instance(&url);
+
+    // Take the next guest's name (numbers are cluster-wide) on one
+    // instance; the next guest, on the other, gets another.
+    let mut alice = ChatClient::join(a1);
+    let n: u64 = alice.nick["guest-".len()..].parse().unwrap();
+    let taken = format!("guest-{}", n + 1);
+    alice.rename(&taken);
+    let mut bob = ChatClient::join(a2);
+    assert_ne!(bob.nick, taken, "two members called {taken}");
+
+    // /who lists both, from one room's set: no KEYS on a shared Redis.
+    let want = format!("* in lobby: {}", {
+        let mut v = [taken.clone(), bob.nick.clone()];
+        v.sort();
+        v.join(", ")
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        bob.send("/who");
+        let l = bob.next_said();
+        if l == want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/who never showed both: {l}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bob.send("/rooms");
+    assert_eq!(bob.next_said(), "* rooms: lobby (2)");
+    let stats = redis_info(port, "commandstats");
+    assert!(stats.contains("cmdstat_zrangebyscore"), "{stats}");
+    assert!(!stats.contains("cmdstat_keys") && !stats.contains("cmdstat_scan"), "{stats}");
+}

@@ -217,3 +217,68 @@ fn guest_nicks_are_unique_even_when_taken_first() {
     assert_eq!(listed.len(), 3, "{who}");
     assert_eq!(unique.len(), 3, "{who}");
 }
+
+/// `sockit ARGS` under an open-file limit of `n` (soft and hard, so it
+/// cannot raise it).
+fn under_open_file_limit(n: u32, args: &[&str], listeners: usize) -> Proc {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_sockit")).args(args);
+    Proc::spawn(cmd, listeners)
+}
+
+/// Item: descriptors run out below --max-conns. The server sizes its limit
+/// by what a connection costs (a TLS one, three), says so at start, and a
+/// client past it gets the busy line at once instead of waiting unaccepted
+/// in the backlog while every listener stalls.
+#[test]
+fn the_open_file_limit_lowers_the_connection_limit_and_past_it_clients_are_told() {
+    let mut p = under_open_file_limit(
+        256,
+        &["serve", "greet", "--listen", "127.0.0.1:0", "--listen", "tls://127.0.0.1:0", "-v"],
+        2,
+    );
+    let log = p.stderr();
+    assert!(
+        log.contains("at most 192 connections at once, not --max-conns 10000")
+            && log.contains("each connection costs 1 descriptors"),
+        "{log}"
+    );
+    assert!(log.contains("at most 64 connections at once") && log.contains("costs 3 descriptors"), "{log}");
+    let addr = p.addr("greet", "tcp://");
+    // 300 clients: each is welcomed or told the server is busy, promptly.
+    let mut held = vec![];
+    let (mut welcomed, mut busy) = (0, 0);
+    for _ in 0..300 {
+        let mut c = tcp(addr);
+        match read_line(&mut c).as_str() {
+            "Welcome!" => welcomed += 1,
+            l if l.starts_with("! server busy") => busy += 1,
+            other => panic!("unexpected line {other:?}"),
+        }
+        held.push(c);
+    }
+    assert_eq!((welcomed, busy), (192, 108), "welcomed and told busy");
+    p.wait_stderr(|l| l.contains("open-file limit reached"));
+    drop(held);
+    // The server recovers: the next client is welcomed.
+    let mut c = tcp(addr);
+    assert_eq!(read_line(&mut c), "Welcome!");
+}
+
+/// Item: a flood of refused connections logs a line per interval, not one
+/// per connection.
+#[test]
+fn refused_connections_are_summed_up_not_logged_one_by_one() {
+    let mut p = Proc::start(&["serve", "greet", "--max-conns", "1", "--listen", "127.0.0.1:0"], 1);
+    let addr = p.addr("greet", "tcp://");
+    let mut first = tcp(addr);
+    assert_eq!(read_line(&mut first), "Welcome!");
+    for _ in 0..500 {
+        let mut c = tcp(addr);
+        assert!(read_line(&mut c).starts_with("! server busy"));
+    }
+    let summary = p.wait_stderr(|l| l.contains("more connections in the last"));
+    assert!(summary.contains("connection limit reached (--max-conns)"), "{summary}");
+    let refusals = p.stderr().lines().filter(|l| l.contains("refused")).count();
+    assert!(refusals < 30, "{refusals} log lines for 500 refusals:\n{}", p.stderr());
+}
