@@ -107,6 +107,56 @@ mod tests {
         assert_eq!(cli.verbosity(), -1);
     }
 
+    /// Every flag that takes a number, a size or a duration, in every
+    /// subcommand (so also the ones added later), refuses an absurd value
+    /// with a usage error that names its range.
+    #[test]
+    fn every_numeric_flag_has_a_named_range() {
+        use std::any::TypeId;
+        use std::time::Duration;
+        let numeric = [
+            TypeId::of::<usize>(),
+            TypeId::of::<u64>(),
+            TypeId::of::<u32>(),
+            TypeId::of::<u16>(),
+            TypeId::of::<i64>(),
+            TypeId::of::<i32>(),
+            TypeId::of::<f64>(),
+            TypeId::of::<Duration>(),
+        ];
+        fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Arg)>) {
+            for arg in cmd.get_arguments() {
+                out.push((path.clone(), arg.clone()));
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut args = Vec::new();
+        walk(&Cli::command(), "sockit".into(), &mut args);
+        let mut checked = 0;
+        let mut unchecked = Vec::new();
+        for (path, arg) in args {
+            let typed = arg.get_value_parser().type_id();
+            let (Some(long), true) = (arg.get_long(), numeric.iter().any(|t| typed == *t)) else { continue };
+            if !arg.get_action().takes_values() {
+                continue;
+            }
+            checked += 1;
+            // 1e17: past every count's range, every size's (88 PiB) and
+            // every duration's (3 billion years), yet within u64.
+            let alone = clap::Command::new("t").no_binary_name(true).arg(arg.clone().required(false));
+            let flag = format!("--{long}=99999999999999999");
+            match alone.try_get_matches_from([&flag]) {
+                Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation && e.to_string().contains(" to ") => {}
+                Err(e) => unchecked.push(format!("{path} --{long}: {e}")),
+                Ok(_) => unchecked.push(format!("{path} --{long}: accepted")),
+            }
+        }
+        assert!(checked >= 30, "only {checked} numeric flags found: is the type list stale?");
+        assert!(unchecked.is_empty(), "numeric flags without a named range:\n{}", unchecked.join("\n"));
+    }
+
     #[test]
     fn bad_endpoint_is_a_usage_error() {
         let err = Cli::try_parse_from(["sockit", "connect", "localhost"]).unwrap_err();

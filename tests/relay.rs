@@ -101,3 +101,67 @@ fn udp_to_tcp_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("UDP relays only to UDP"), "{}", text(&out.stderr));
 }
+
+/// Binds a UDP socket on `ip` that waits at most [`WAIT`] for a datagram.
+fn udp_on(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// The next datagram on `s` and where it came from (bounded).
+fn recv_datagram(s: &UdpSocket) -> (String, std::net::SocketAddr) {
+    let mut buf = [0u8; 256];
+    let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no datagram came: {e}"));
+    (text(&buf[..n]), from)
+}
+
+#[test]
+fn udp_session_lives_while_only_the_client_sends() {
+    // An upstream that never replies: only the client's datagrams show the
+    // session is in use, and they must keep it alive.
+    let upstream = udp_on("127.0.0.1");
+    let to = format!("udp://{}", upstream.local_addr().unwrap());
+    let idle = std::time::Duration::from_millis(600);
+    let mut relay = Proc::start(&["relay", "--idle-timeout", "600ms", "udp://127.0.0.1:0", &to], 1);
+    let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+    let client = udp_on("127.0.0.1");
+    let started = std::time::Instant::now();
+    let mut sources = Vec::new();
+    let mut i = 0;
+    // Bounded: 2.5 idle timeouts of traffic, one datagram every quarter of one.
+    while started.elapsed() < idle * 5 / 2 {
+        client.send_to(format!("ping {i}").as_bytes(), target).unwrap();
+        let (got, from) = recv_datagram(&upstream);
+        assert_eq!(got, format!("ping {i}"));
+        sources.push(from.port());
+        i += 1;
+        std::thread::sleep(idle / 4); // the client's pace, not a wait for an event
+    }
+    sources.dedup();
+    assert_eq!(sources.len(), 1, "the session expired and was recreated while the client sent: ports {sources:?}");
+    // Once the client stops, the session does expire, its traffic counted.
+    let closed = relay.wait_stderr(|l| l.contains("session closed"));
+    assert!(closed.contains(&format!("datagrams_in={i}")) && closed.contains("datagrams_out=0"), "{closed}");
+}
+
+#[test]
+fn udp_relay_applies_allow_and_deny() {
+    let upstream = udp_on("127.0.0.1");
+    let to = format!("udp://{}", upstream.local_addr().unwrap());
+    for rule in [["--allow", "127.0.0.2"], ["--deny", "127.0.0.1"]] {
+        let relay = Proc::start(&["relay", rule[0], rule[1], "udp://127.0.0.1:0", &to], 1);
+        let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+        let refused = udp_on("127.0.0.1");
+        let admitted = udp_on("127.0.0.2");
+        // The refused datagram goes first: had it been relayed, the upstream
+        // would see it before the admitted ones.
+        refused.send_to(b"refused", target).unwrap();
+        admitted.send_to(b"admitted 1", target).unwrap();
+        refused.send_to(b"refused again", target).unwrap();
+        admitted.send_to(b"admitted 2", target).unwrap();
+        for want in ["admitted 1", "admitted 2"] {
+            assert_eq!(recv_datagram(&upstream).0, want, "{rule:?}");
+        }
+    }
+}

@@ -15,7 +15,10 @@ use tokio::io::AsyncWriteExt;
 use super::tls_args::TlsVerifyArgs;
 use crate::error::{Error, exit};
 use crate::tls::ClientTls;
-use crate::units::parse_duration;
+use crate::units::{number_in, parse_duration};
+
+/// What `--max-redirects` may be (curl's default is 50).
+const MAX_REDIRECTS_RANGE: std::ops::RangeInclusive<u64> = 0..=100;
 
 /// Arguments of `sockit get`.
 #[derive(Debug, clap::Args)]
@@ -84,7 +87,7 @@ pub struct GetArgs {
     pub compressed: bool,
 
     /// Follow at most this many redirects.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = number_in::<usize>(MAX_REDIRECTS_RANGE))]
     pub max_redirects: usize,
 
     /// Do not follow redirects: print the redirect itself.

@@ -20,7 +20,10 @@ use crate::endpoint::Endpoint;
 use crate::frames::{FrameReader, FrameStream};
 use crate::services::files::hash_prefix;
 use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, SMALL};
-use crate::units::parse_duration;
+use crate::units::{parse_duration, size_in};
+
+/// What `--limit-rate` may be, in bytes per second.
+const LIMIT_RATE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 40;
 
 /// Arguments of `sockit send`.
 #[derive(Debug, clap::Args)]
@@ -65,7 +68,7 @@ pub struct SendArgs {
 
     /// Send at most this many bytes per second (e.g. 20MiB), to leave
     /// bandwidth for others.
-    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = size_in(LIMIT_RATE_RANGE))]
     pub limit_rate: Option<u64>,
 
     /// Print one JSON object with the summary on stdout instead of prose.

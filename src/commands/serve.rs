@@ -1,5 +1,6 @@
 //! `sockit serve [SERVICE…]`: run built-in services.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,27 @@ use crate::services::files::Policy;
 use crate::services::{
     Chargen, Chat, Discard, Echo, Exec, ExecConfig, Files, FilesConfig, Greet, RawBroker, Stamp, chat,
 };
-use crate::units::{parse_duration, parse_usize_size};
+use crate::units::{number_in, parse_duration, size_in, usize_size_in};
+
+/// What `--max-conns` may be: a million open connections already need a
+/// million file descriptors and gigabytes of buffers.
+pub const MAX_CONNS_RANGE: RangeInclusive<u64> = 1..=1_000_000;
+/// What `--max-line` may be: a line is held whole in memory, per
+/// connection, until its newline comes.
+pub const MAX_LINE_RANGE: RangeInclusive<u64> = 1..=16 << 20;
+/// What `--max-queue` may be: each chat room (and the raw broker) sets
+/// aside this many slots up front, about 64 bytes each, so the top costs
+/// 4 MiB a room.
+pub const MAX_QUEUE_RANGE: RangeInclusive<u64> = 1..=65_536;
+/// What `--quiet-above` may be: 0 (never any notices) up to the most
+/// members a room can have, [`MAX_CONNS_RANGE`]'s top.
+pub const QUIET_ABOVE_RANGE: RangeInclusive<u64> = 0..=1_000_000;
+/// What `--rate` may be, in lines per second per client.
+pub const RATE_RANGE: RangeInclusive<u64> = 1..=1_000_000;
+/// What `--max-size` may be: 16 TiB, the largest file ext4 holds.
+pub const MAX_SIZE_RANGE: RangeInclusive<u64> = 1..=16 << 40;
+/// What `--max-output` may be: 0 (exit status only) up to 16 GiB a command.
+pub const MAX_OUTPUT_RANGE: RangeInclusive<u64> = 0..=16 << 30;
 
 /// The built-in services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,7 +107,7 @@ impl ServiceName {
 pub struct LimitArgs {
     /// Connections open at once; more are refused at once (line services
     /// first send an error line).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS, value_parser = number_in::<usize>(MAX_CONNS_RANGE))]
     pub max_conns: usize,
 
     /// Close a connection after this long with no byte either way; 0 for never.
@@ -96,7 +117,7 @@ pub struct LimitArgs {
     /// The longest line a line service accepts [default: 64KiB; chat 4KiB].
     /// A longer one gets an error line; stamp and greet then close the
     /// connection, chat drops the line and goes on.
-    #[arg(long, value_name = "BYTES", value_parser = parse_usize_size)]
+    #[arg(long, value_name = "BYTES", value_parser = usize_size_in(MAX_LINE_RANGE))]
     pub max_line: Option<usize>,
 
     /// At Ctrl-C / SIGTERM, how long open connections may finish before
@@ -156,13 +177,13 @@ pub struct ServeArgs {
     /// Chat: how many posts (a line, or one client's burst of lines, at
     /// most 16 KiB) a client may fall behind before it is disconnected; a
     /// slow reader never slows anyone else.
-    #[arg(long, value_name = "POSTS", default_value_t = chat::DEFAULT_QUEUE)]
+    #[arg(long, value_name = "POSTS", default_value_t = chat::DEFAULT_QUEUE, value_parser = number_in::<usize>(MAX_QUEUE_RANGE))]
     pub max_queue: usize,
 
     /// Chat: rooms with more members than this get no `* nick joined` and
     /// `* nick left` notices (a crowd arriving at once would bury every
     /// line under them).
-    #[arg(long, value_name = "MEMBERS", default_value_t = chat::DEFAULT_QUIET_ABOVE)]
+    #[arg(long, value_name = "MEMBERS", default_value_t = chat::DEFAULT_QUIET_ABOVE, value_parser = number_in::<usize>(QUIET_ABOVE_RANGE))]
     pub quiet_above: usize,
 
     /// Chat: make every `sockit serve chat` on this Redis one chat (rooms,
@@ -211,7 +232,7 @@ pub struct FilesArgs {
     pub rename: bool,
 
     /// Files: the largest file accepted.
-    #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = crate::units::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "16GiB", value_parser = size_in(MAX_SIZE_RANGE))]
     pub max_size: u64,
 
     /// Files: partial files of interrupted transfers are kept this long
@@ -267,7 +288,7 @@ pub struct ExecArgs {
 
     /// Exec: output (stdout and stderr together) sent back per command;
     /// past it, the rest is dropped and the client told.
-    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = crate::units::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = size_in(MAX_OUTPUT_RANGE))]
     pub max_output: u64,
 
     /// Exec: allow listening on a non-loopback address without TLS, where
@@ -369,12 +390,10 @@ impl ServeArgs {
     }
 }
 
+/// `10` or `10/s` lines per second, within [`RATE_RANGE`].
 fn parse_rate(s: &str) -> Result<u32, String> {
-    let n = s.trim().trim_end_matches("/s");
-    n.parse::<u32>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("invalid rate '{s}': a number of lines per second, e.g. 10/s"))
+    number_in::<u32>(RATE_RANGE)(s.trim().trim_end_matches("/s"))
+        .map_err(|e| format!("invalid rate '{s}': {e}; give lines per second, e.g. 10/s"))
 }
 
 /// Runs `sockit serve`.
@@ -404,7 +423,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         }
         None => Chat::new(config),
     });
-    let raw = Arc::new(RawBroker::new(args.max_queue));
+    // The raw broker sets aside its whole queue up front: only for --raw.
+    let raw = (runs_chat && args.raw).then(|| Arc::new(RawBroker::new(args.max_queue)));
     let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).collect::<Vec<_>>())?;
     let exec_eps: Vec<&Endpoint> = plan.iter().filter(|(s, _)| *s == ServiceName::Exec).map(|(_, ep)| ep).collect();
     let exec = match exec_eps.is_empty() {
@@ -444,7 +464,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet)),
                 ServiceName::Discard => server.serve_stream(listener, name, Arc::new(Discard)),
                 ServiceName::Chargen => server.serve_stream(listener, name, Arc::new(Chargen)),
-                ServiceName::Chat if args.raw => server.serve_stream(listener, name, raw.clone()),
+                ServiceName::Chat if args.raw => {
+                    server.serve_stream(listener, name, raw.clone().expect("made for chat --raw"))
+                }
                 ServiceName::Chat => server.serve_stream(listener, name, chat.clone()),
                 ServiceName::Exec => server.serve_stream(listener, name, exec.clone().expect("made for exec")),
                 ServiceName::Files => server.serve_stream(listener, name, files.clone().expect("made for files")),

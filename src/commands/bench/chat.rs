@@ -15,7 +15,14 @@ use tracing::warn;
 
 use super::{Progress, Report, histogram, thousands};
 use crate::endpoint::Endpoint;
-use crate::units::{parse_duration, parse_usize_size};
+use crate::units::{duration_in, number_in, usize_size_in};
+
+/// What `--clients` may be: a sender and at least one listener.
+const CLIENTS_RANGE: std::ops::RangeInclusive<u64> = 2..=*super::CONNS_RANGE.end();
+/// What `--size` may be.
+const SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 20;
+/// What `--rate` may be, in lines per second per sender.
+const RATE_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000_000;
 
 const MARK: &str = "bench:";
 const SYNC: &str = "bench-sync";
@@ -44,19 +51,19 @@ pub struct ChatArgs {
     #[arg(required = true, num_args = 1..)]
     pub endpoints: Vec<Endpoint>,
     /// Clients in all.
-    #[arg(short = 'c', long, default_value_t = 50)]
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = number_in::<usize>(CLIENTS_RANGE))]
     pub clients: usize,
     /// How many of them send.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = number_in::<usize>(super::CONNS_RANGE))]
     pub senders: usize,
     /// Line size in bytes.
-    #[arg(short = 's', long, default_value = "64", value_parser = parse_usize_size)]
+    #[arg(short = 's', long, default_value = "64", value_parser = usize_size_in(SIZE_RANGE))]
     pub size: usize,
     /// How long the senders send.
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, default_value = "10s", value_parser = duration_in(super::DURATION_RANGE))]
     pub duration: Duration,
     /// Lines per second per sender (default: as fast as the broker takes them).
-    #[arg(long)]
+    #[arg(long, value_parser = number_in::<u64>(RATE_RANGE))]
     pub rate: Option<u64>,
 }
 

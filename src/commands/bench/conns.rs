@@ -8,7 +8,12 @@ use serde_json::json;
 use super::{Report, thousands};
 use crate::conn::Stream;
 use crate::endpoint::Endpoint;
-use crate::units::parse_duration;
+use crate::units::{duration_in, number_in};
+
+/// What `--conns` may be: this mode is about holding many.
+const CONNS_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+/// What `--server-pid` may be: Linux's PID_MAX_LIMIT.
+const PID_RANGE: std::ops::RangeInclusive<u64> = 1..=4_194_304;
 
 /// Connects in flight at once while opening.
 const OPENING: usize = 256;
@@ -19,13 +24,13 @@ pub struct ConnsArgs {
     /// The server: HOST:PORT, unix:///path.
     pub endpoint: Endpoint,
     /// Connections to open.
-    #[arg(short = 'c', long, default_value_t = 1000)]
+    #[arg(short = 'c', long, default_value_t = 1000, value_parser = number_in::<usize>(CONNS_RANGE))]
     pub conns: usize,
     /// How long to hold them once open.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = duration_in(super::DURATION_RANGE))]
     pub hold: Duration,
     /// The server's process id, to read its resident memory (VmRSS).
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = number_in::<u32>(PID_RANGE))]
     pub server_pid: Option<u32>,
 }
 

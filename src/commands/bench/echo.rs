@@ -15,7 +15,15 @@ use super::{Progress, Report, histogram, thousands};
 use crate::commands::tls_args::TlsVerifyArgs;
 use crate::endpoint::Endpoint;
 use crate::tls::ClientTls;
-use crate::units::{parse_duration, parse_usize_size};
+use crate::units::{duration_in, number_in, usize_size_in};
+
+/// What `--size` may be: the most that size × depth may be anyway.
+const SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=MAX_IN_FLIGHT as u64;
+/// What `--depth` may be.
+const DEPTH_RANGE: std::ops::RangeInclusive<u64> = 1..=4096;
+/// Bytes in flight per connection (size × depth): more, and echo server
+/// and client deadlock on full socket buffers.
+const MAX_IN_FLIGHT: usize = 4 << 20;
 
 /// How long a reply may take before it counts as an error.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,16 +36,16 @@ pub struct EchoArgs {
     /// The echo server: HOST:PORT, udp://HOST:PORT, unix:///path.
     pub endpoint: Endpoint,
     /// Concurrent connections (UDP: sockets).
-    #[arg(short = 'c', long, default_value_t = 50)]
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = number_in::<usize>(super::CONNS_RANGE))]
     pub conns: usize,
     /// Message size.
-    #[arg(short = 's', long, default_value = "64", value_parser = parse_usize_size)]
+    #[arg(short = 's', long, default_value = "64", value_parser = usize_size_in(SIZE_RANGE))]
     pub size: usize,
     /// How long to run.
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, default_value = "10s", value_parser = duration_in(super::DURATION_RANGE))]
     pub duration: Duration,
     /// Messages in flight per connection.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = number_in::<usize>(DEPTH_RANGE))]
     pub depth: usize,
 
     #[command(flatten)]
@@ -56,7 +64,7 @@ struct Tally {
 pub(super) async fn run(args: EchoArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(args.size > 0 && args.conns > 0 && args.depth > 0, "size, conns and depth must be at least 1");
     anyhow::ensure!(
-        args.size * args.depth <= 4 << 20,
+        args.size * args.depth <= MAX_IN_FLIGHT,
         "size × depth must stay within 4 MiB, or echo and client deadlock on full buffers"
     );
     let count = Arc::new(AtomicU64::new(0));

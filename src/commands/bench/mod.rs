@@ -9,6 +9,7 @@ mod echo;
 mod stream;
 
 use std::io::IsTerminal;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +22,13 @@ pub use chat::ChatArgs;
 pub use conns::ConnsArgs;
 pub use echo::EchoArgs;
 pub use stream::StreamArgs;
+
+/// How long a timed run (`-d`, `--hold`) may last: a day, so that every
+/// load loop ends.
+pub const DURATION_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(24 * 3600);
+/// Connections or clients a run may open at once: past this, the client's
+/// own descriptors and ports run out first.
+pub const CONNS_RANGE: RangeInclusive<u64> = 1..=100_000;
 
 /// Arguments of `sockit bench`.
 #[derive(Debug, clap::Args)]

@@ -13,7 +13,12 @@ use super::{Progress, Report, thousands};
 use crate::commands::tls_args::TlsVerifyArgs;
 use crate::endpoint::Endpoint;
 use crate::tls::ClientTls;
-use crate::units::parse_size;
+use crate::units::{number_in, size_in};
+
+/// What `--bytes` may be.
+const BYTES_RANGE: std::ops::RangeInclusive<u64> = 1..=16 << 40;
+/// What `--conns` may be: parallel bulk streams.
+const CONNS_RANGE: std::ops::RangeInclusive<u64> = 1..=1024;
 
 const CHUNK: usize = 256 * 1024;
 /// After the last byte is sent, how long the server may take to close.
@@ -25,13 +30,13 @@ pub struct StreamArgs {
     /// The sink (or source, with --recv): HOST:PORT, unix:///path.
     pub endpoint: Endpoint,
     /// Bytes to move in all.
-    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1GiB", value_parser = size_in(BYTES_RANGE))]
     pub bytes: u64,
     /// Read from a source instead of sending to a sink.
     #[arg(long)]
     pub recv: bool,
     /// Parallel streams, sharing --bytes.
-    #[arg(short = 'c', long, default_value_t = 1)]
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = number_in::<usize>(CONNS_RANGE))]
     pub conns: usize,
 
     #[command(flatten)]
