@@ -5,7 +5,8 @@
 //! the context names the protocol, so a proof for one service is worthless
 //! for another. The token never crosses the wire, and a recorded proof is
 //! worthless against any other nonce. Failed proofs make the next attempt
-//! from that address wait longer ([`Throttle`]).
+//! from that address wait longer, whichever connection it comes on, and an
+//! address has at most a few handshakes open at once ([`Throttle`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -120,6 +121,19 @@ pub async fn accept<F: Handshake>(
 ) -> io::Result<bool> {
     let peer = s.io_mut().peer();
     let by_cert = s.io_mut().client_verified();
+    let ip = match peer {
+        Peer::Ip(a) => Some(a.ip()),
+        Peer::Unix => None,
+    };
+    // Held until the handshake ends: an address with too many open at once
+    // is refused before it can take more of the server's connections.
+    let mut pending = match token {
+        Some(_) => match throttle.admit(ip) {
+            Ok(p) => Some(p),
+            Err(why) => return refuse(s, why).await,
+        },
+        None => None,
+    };
     let mut nonce = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| io::Error::other("no randomness for a nonce"))?;
@@ -135,7 +149,7 @@ pub async fn accept<F: Handshake>(
         }
     }
     s.send(&F::hello(flags, nonce)).await?;
-    if let Some(token) = token {
+    if let (Some(token), Some(pending)) = (token, pending.as_mut()) {
         let mac = match tokio::time::timeout(AUTH_TIMEOUT, s.recv()).await {
             Ok(Ok(Some(f))) => match f.step() {
                 Step::Auth(mac) => mac,
@@ -145,20 +159,25 @@ pub async fn accept<F: Handshake>(
             Ok(Err(e)) => return Err(e),
             Err(_) => return refuse(s, "authentication timed out".into()).await,
         };
-        let ip = match peer {
-            Peer::Ip(a) => Some(a.ip().to_canonical()),
-            Peer::Unix => None,
-        };
-        // Earlier failures from this address make every attempt wait, so
-        // parallel guesses gain nothing.
-        tokio::time::sleep(throttle.penalty(ip)).await;
+        // Each proof from an address waits for its turn, spaced by that
+        // address's failures (pending ones counted as failures), so
+        // parallel guesses gain nothing over sequential ones.
+        match pending.turn() {
+            Ok(at) => tokio::time::sleep_until(at.into()).await,
+            Err(retry) => {
+                return refuse(
+                    s,
+                    format!("too many failed attempts from your address; try again in {}s", retry.as_secs() + 1),
+                )
+                .await;
+            }
+        }
         if !verify(F::CONTEXT, token, &nonce, &mac) {
-            let wait = throttle.failed(ip);
-            warn!(%peer, next_wait_ms = wait.as_millis() as u64, "authentication failed: wrong token");
-            tokio::time::sleep(wait).await;
+            pending.failed();
+            warn!(%peer, "authentication failed: wrong token");
             return refuse(s, "authentication failed: wrong token".into()).await;
         }
-        throttle.succeeded(ip);
+        pending.succeeded();
     }
     info!(by = if by_cert && token.is_none() { "certificate" } else { "token" }, "authenticated");
     s.send(&F::ready()).await?;
@@ -214,62 +233,193 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin, F: Handshake>(
     }
 }
 
-/// Failed authentications per address, and the wait they earn: 250 ms
-/// after the first, doubling to at most 30 s; forgotten 15 minutes after
-/// the last failure, or at the first success.
-#[derive(Debug, Default)]
+/// Authentication attempts per address (an IPv6 address counts by its /64,
+/// which one host usually holds whole).
+///
+/// - Checks are spaced: an address's next proof is checked no sooner than
+///   250 ms after its previous turn, doubling with each failure (and each
+///   proof still waiting, counted as if it will fail) up to 30 s; a turn
+///   further off than that is refused at once with when to retry.
+/// - At most [`DEFAULT_PENDING_PER_ADDRESS`] handshakes per address are open
+///   at once: more are refused at once, so one address cannot hold the
+///   server's connection slots waiting for turns.
+/// - Forgotten 15 minutes after the last failure, or at a success.
+#[derive(Debug)]
 pub struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    state: Mutex<HashMap<IpAddr, Attempts>>,
+    max_pending: u32,
 }
 
+/// Handshakes open at once from one address, by default.
+pub const DEFAULT_PENDING_PER_ADDRESS: u32 = 8;
+/// The longest wait between two checks for one address.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Addresses remembered at most: past it, expired entries go, and if that
-/// is not enough, the oldest half.
+/// is not enough, the oldest half of those with nothing open.
 const MAX_REMEMBERED: usize = 10_000;
 
+#[derive(Debug)]
+struct Attempts {
+    failures: u32,
+    last_failure: Instant,
+    /// When the last reserved turn is.
+    last_turn: Option<Instant>,
+    /// Turns reserved and not yet decided.
+    waiting: u32,
+    /// Handshakes open now.
+    open: u32,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new(DEFAULT_PENDING_PER_ADDRESS)
+    }
+}
+
 impl Throttle {
+    /// A throttle admitting `max_pending` open handshakes per address.
+    pub fn new(max_pending: u32) -> Self {
+        Throttle { state: Mutex::default(), max_pending: max_pending.max(1) }
+    }
+
     fn wait_for(count: u32) -> Duration {
         match count {
             0 => Duration::ZERO,
-            n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 1)).min(Duration::from_secs(30)),
+            n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 1)).min(MAX_WAIT),
         }
     }
 
-    /// The wait an attempt from `ip` serves before it is checked.
-    fn penalty(&self, ip: Option<IpAddr>) -> Duration {
-        let Some(ip) = ip else { return Duration::ZERO };
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&ip) {
-            Some(&(n, at)) if at.elapsed() < FORGET_AFTER => Self::wait_for(n),
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// Records a failure; returns the wait it earns.
-    fn failed(&self, ip: Option<IpAddr>) -> Duration {
-        let Some(ip) = ip else { return Self::wait_for(1) };
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_REMEMBERED {
-            map.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
-            if map.len() >= MAX_REMEMBERED {
-                let mut times: Vec<Instant> = map.values().map(|(_, at)| *at).collect();
-                times.sort();
-                let median = times[times.len() / 2];
-                map.retain(|_, (_, at)| *at >= median);
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let mut b = v6.octets();
+                b[8..].fill(0);
+                IpAddr::from(b)
             }
+            v4 => v4,
         }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FORGET_AFTER {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-        Self::wait_for(entry.0)
     }
 
-    fn succeeded(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
+    /// Opens a handshake for `ip`, or refuses it (why, for the client)
+    /// when the address has too many open.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<Pending<'_>, String> {
+        let key = ip.map(Self::key);
+        if let Some(key) = key {
+            let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            Self::make_room(&mut map);
+            let a = map.entry(key).or_insert(Attempts {
+                failures: 0,
+                last_failure: Instant::now(),
+                last_turn: None,
+                waiting: 0,
+                open: 0,
+            });
+            if a.open >= self.max_pending {
+                return Err(format!(
+                    "too many authentication attempts from your address at once (at most {}); try again later",
+                    self.max_pending
+                ));
+            }
+            a.open += 1;
+        }
+        Ok(Pending { throttle: self, key, waiting: false })
+    }
+
+    fn make_room(map: &mut HashMap<IpAddr, Attempts>) {
+        if map.len() < MAX_REMEMBERED {
+            return;
+        }
+        map.retain(|_, a| a.open > 0 || a.last_failure.elapsed() < FORGET_AFTER);
+        if map.len() >= MAX_REMEMBERED {
+            let mut times: Vec<Instant> = map.values().map(|a| a.last_failure).collect();
+            times.sort();
+            let median = times[times.len() / 2];
+            map.retain(|_, a| a.open > 0 || a.last_failure >= median);
+        }
+    }
+
+    fn with<R>(&self, key: IpAddr, f: impl FnOnce(&mut Attempts) -> R) -> Option<R> {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        map.get_mut(&key).map(f)
+    }
+}
+
+/// One open handshake of an address (see [`Throttle`]); closes on drop.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    throttle: &'a Throttle,
+    key: Option<IpAddr>,
+    /// Holds a reserved turn not yet decided.
+    waiting: bool,
+}
+
+impl Pending<'_> {
+    /// Reserves this handshake's turn to have its proof checked: when, or
+    /// `Err(how long to wait)` when it is too far off.
+    pub fn turn(&mut self) -> Result<Instant, Duration> {
+        let Some(key) = self.key else { return Ok(Instant::now()) };
+        let reserved = self.throttle.with(key, |a| {
+            let now = Instant::now();
+            if a.failures > 0 && a.last_failure.elapsed() >= FORGET_AFTER {
+                a.failures = 0;
+            }
+            let behind = a.failures + a.waiting;
+            let at = match a.last_turn {
+                Some(last) if behind > 0 => (last + Throttle::wait_for(behind)).max(now),
+                _ => now,
+            };
+            if at > now + MAX_WAIT {
+                return Err(at - now);
+            }
+            a.last_turn = Some(at);
+            a.waiting += 1;
+            Ok(at)
+        });
+        let at = reserved.unwrap_or(Ok(Instant::now()))?;
+        self.waiting = true;
+        Ok(at)
+    }
+
+    /// The proof was wrong.
+    pub fn failed(&mut self) {
+        self.decide(|a| {
+            a.failures = a.failures.saturating_add(1);
+            a.last_failure = Instant::now();
+        });
+    }
+
+    /// The proof was right: the address's failures are forgotten.
+    pub fn succeeded(&mut self) {
+        self.decide(|a| a.failures = 0);
+    }
+
+    fn decide(&mut self, f: impl FnOnce(&mut Attempts)) {
+        if let Some(key) = self.key {
+            let waiting = std::mem::take(&mut self.waiting);
+            self.throttle.with(key, |a| {
+                if waiting {
+                    a.waiting -= 1;
+                }
+                f(a)
+            });
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let waiting = self.waiting;
+        let mut map = self.throttle.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = map.get_mut(&key) {
+            a.open -= 1;
+            if waiting {
+                a.waiting -= 1;
+            }
+            if a.open == 0 && a.failures == 0 {
+                map.remove(&key);
+            }
         }
     }
 }
@@ -278,29 +428,72 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
-    fn waits_grow_per_address_and_reset() {
+    fn turns_are_spaced_per_address_across_connections() {
         let t = Throttle::default();
-        let a: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
-        let b: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
-        assert_eq!(t.penalty(a), Duration::ZERO);
-        let waits: Vec<_> = (0..9).map(|_| t.failed(a)).collect();
-        assert_eq!(waits[0], Duration::from_millis(250));
-        assert_eq!(waits[1], Duration::from_millis(500));
-        assert_eq!(waits[8], Duration::from_secs(30), "capped");
-        assert_eq!(t.penalty(a), Duration::from_secs(30));
-        assert_eq!(t.penalty(b), Duration::ZERO, "per address");
-        t.succeeded(a);
-        assert_eq!(t.penalty(a), Duration::ZERO);
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let start = Instant::now();
+        // Eight handshakes from a open at once; the ninth is refused.
+        let mut open: Vec<Pending> = (0..8).map(|_| t.admit(a).unwrap()).collect();
+        assert!(t.admit(a).unwrap_err().contains("at most 8"));
+        // Their turns are spaced as if each before it failed: 0, 250 ms,
+        // 500 ms more, 1 s more... and the eighth, over 30 s off, is refused.
+        let turns: Vec<Instant> = open[..7].iter_mut().map(|p| p.turn().unwrap()).collect();
+        let gaps: Vec<u128> = turns.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+        assert_eq!(gaps, [250, 500, 1000, 2000, 4000, 8000]);
+        assert!(open[7].turn().unwrap_err() > Duration::from_secs(30));
+        assert!(turns[0] - start < Duration::from_millis(50));
+        // Another address is not held up at all.
+        let mut other = t.admit(b).unwrap();
+        assert!(other.turn().unwrap() - start < Duration::from_millis(50));
+        other.succeeded();
+        // The failures count; the next turn would be past 30 s: refused.
+        for p in &mut open {
+            p.failed();
+        }
+        drop(open);
+        let mut next = t.admit(a).unwrap();
+        assert!(next.turn().is_err(), "a turn over 30 s off is refused, with when to retry");
+    }
+
+    #[test]
+    fn a_success_forgets_and_a_closed_handshake_frees_its_place() {
+        let t = Throttle::default();
+        let a = ip("10.0.0.1");
+        {
+            let mut p = t.admit(a).unwrap();
+            p.turn().unwrap();
+            p.failed();
+        }
+        let mut p = t.admit(a).unwrap();
+        let wait = p.turn().unwrap().saturating_duration_since(Instant::now());
+        assert!(wait > Duration::from_millis(150), "one failure earns a wait: {wait:?}");
+        p.succeeded();
+        drop(p);
+        assert!(t.state.lock().unwrap().is_empty(), "forgotten after a success");
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_slash_64() {
+        let t = Throttle::new(1);
+        let _held = t.admit(ip("2001:db8::1")).unwrap();
+        assert!(t.admit(ip("2001:db8::2")).is_err(), "same /64");
+        assert!(t.admit(ip("2001:db8:0:1::1")).is_ok(), "another /64");
     }
 
     #[test]
     fn memory_is_bounded() {
         let t = Throttle::default();
         for i in 0..(MAX_REMEMBERED as u32 + 10) {
-            t.failed(Some(IpAddr::from(i.to_be_bytes())));
+            let mut p = t.admit(Some(IpAddr::from(i.to_be_bytes()))).unwrap();
+            p.turn().unwrap();
+            p.failed();
         }
-        assert!(t.failures.lock().unwrap().len() <= MAX_REMEMBERED);
+        assert!(t.state.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 
     #[test]

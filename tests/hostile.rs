@@ -282,3 +282,58 @@ fn refused_connections_are_summed_up_not_logged_one_by_one() {
     let refusals = p.stderr().lines().filter(|l| l.contains("refused")).count();
     assert!(refusals < 30, "{refusals} log lines for 500 refusals:\n{}", p.stderr());
 }
+
+/// Item: parallel token guesses. One address has at most 8 handshakes open
+/// (the rest are refused at once, so they hold no connection slot), and
+/// their proofs are checked one turn at a time, spaced by the failures; a
+/// client from another address gets in at once.
+#[test]
+fn parallel_token_guesses_from_one_address_gain_nothing() {
+    use sockit::services::exec::wire::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrong, right) = (dir.path().join("wrong"), dir.path().join("right"));
+    std::fs::write(&wrong, "guess").unwrap();
+    std::fs::write(&right, "the-token").unwrap();
+    let mut cmd = sockit();
+    cmd.args(["serve", "exec", "--listen", "127.0.0.1:0"]).env("SOCKIT_TOKEN", "the-token");
+    let srv = Proc::spawn(cmd, 1);
+    let addr = srv.addr("exec", "tcp://");
+    let ep: sockit::Endpoint = format!("tcp://{addr}").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let attempt = move |from: &'static str, token: std::path::PathBuf| {
+        let ep = ep.clone();
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let s = sock.connect(addr).await.unwrap();
+            let mut frames = sockit::frames::FrameStream::<_, Frame>::new(s);
+            sockit::auth::login(&mut frames, &ep, Some(&token), WAIT).await.map(|_| ()).map_err(|e| format!("{e:#}"))
+        }
+    };
+    rt.block_on(async {
+        let mut guesses = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            guesses.spawn(attempt("127.0.0.1", wrong.clone()));
+        }
+        // Another address is served while the guesses wait their turns.
+        let admitted = tokio::time::timeout(WAIT, attempt("127.0.0.2", right.clone())).await;
+        assert_eq!(admitted, Ok(Ok(())), "a client from another address was held up");
+        let (mut at_once, mut wrong_token) = (0, 0);
+        while wrong_token < 3 || at_once < 12 {
+            let got = tokio::time::timeout(WAIT, guesses.join_next()).await.expect("bounded").unwrap().unwrap();
+            match got {
+                Err(e) if e.contains("too many authentication attempts from your address at once") => at_once += 1,
+                Err(e) if e.contains("wrong token") => wrong_token += 1,
+                // The eighth open one's turn would be over 30 s away.
+                Err(e) if e.contains("too many failed attempts from your address; try again in") => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        guesses.abort_all();
+    });
+    // Three proofs were checked by the time the third answer came, not
+    // twenty at once.
+    let checked = srv.stderr().lines().filter(|l| l.contains("WARN authentication failed")).count();
+    assert!(checked <= 4, "{checked} guesses checked at once:\n{}", srv.stderr());
+    srv.signal("TERM");
+}

@@ -100,6 +100,14 @@ impl Service for Relay {
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
         forward(conn, upstream, self.copy).await.map(|_| ())
     }
+
+    /// The client's socket, the upstream's (three over TLS), and a pipe of
+    /// two ends per direction when splicing.
+    fn descriptors(&self) -> usize {
+        let upstream = if self.tls.is_some() { 1 + crate::server::TLS_DESCRIPTORS } else { 1 };
+        let pipes = if self.copy == Copy::Splice { 4 } else { 0 };
+        1 + upstream + pipes
+    }
 }
 
 /// Runs `sockit relay`.
