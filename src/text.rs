@@ -64,7 +64,7 @@ fn is_unsafe(c: char) -> bool {
 fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
     // Parameter and intermediate bytes are 0x20..=0x3f; the final byte is
     // 0x40..=0x7e. Anything else ends the sequence where it stands.
-    while let Some(c) = chars.next() {
+    for c in chars.by_ref() {
         if !('\x20'..='\x3f').contains(&c) {
             return;
         }

@@ -6,10 +6,19 @@
 //!   makes the next attempt from that address wait longer.
 //! - Commands are argv, run without a shell, unless the server allows shell
 //!   lines (`--shell`); `--allow-cmd` limits what may run.
-//! - Each run has a clean environment, its own process group (killed whole
-//!   at `--timeout`, or when the client goes away), stdin from `/dev/null`,
-//!   and output streamed back live, stdout and stderr apart, capped at
-//!   `--max-output`.
+//! - Each run has a clean environment, its own process group, stdin from
+//!   `/dev/null`, and output streamed back live, stdout and stderr apart,
+//!   capped at `--max-output`.
+//! - A run ends when its command exits: the exit status is reported then,
+//!   not when the output pipes close, and whatever the command left running
+//!   in its process group is killed (output already in the pipes is still
+//!   sent). The group is killed whole at `--timeout`, whatever the client
+//!   does (even one that stops reading), and when the client goes away.
+//! - A process that leaves the group (`setsid`, or `setpgid` to another
+//!   group) is out of reach: it keeps running as the server's user, and
+//!   only its output stops at the exit (writes then fail with `EPIPE`).
+//!   Confine the server (a systemd unit, a cgroup, a PID namespace) or
+//!   keep `setsid` and shells off `--allow-cmd` where that matters.
 
 pub mod wire;
 
