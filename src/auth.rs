@@ -202,7 +202,8 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin, F: Handshake>(
     token_file: Option<&Path>,
     wait: Duration,
 ) -> anyhow::Result<u8> {
-    let refused = |why: String| Error::Auth(format!("{endpoint} refused: {why}"));
+    // The reason is the server's text, on its way to a terminal.
+    let refused = |why: String| Error::Auth(format!("{endpoint} refused: {}", crate::text::clean(&why)));
     let silent = || anyhow::anyhow!("{endpoint} sent no greeting within {wait:?}: is it {}?", F::SERVER);
     let not_ours = |e: io::Error| anyhow::anyhow!("{endpoint}: {e}: is it {}?", F::SERVER);
     let hello = tokio::time::timeout(wait, s.recv()).await.map_err(|_| silent())?.map_err(not_ours)?;

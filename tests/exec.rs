@@ -2,9 +2,13 @@
 //! allowed, the allow list, timeouts that kill whole process groups, the
 //! output cap, TLS and client certificates, and bad bytes on the wire.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Output;
 use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sockit::services::exec::wire::{self, Exit, Frame};
 
 use crate::support::*;
 
@@ -299,9 +303,10 @@ fn garbage_and_truncated_frames_leave_the_server_serving() {
         let back = read_until_closed(&mut c);
         assert!(back.len() >= 39, "the server sends its hello, then closes: {back:?}");
     }
-    srv.wait_stderr(|l| l.contains("unknown frame type"));
-    srv.wait_stderr(|l| l.contains("inside a frame"));
-    srv.wait_stderr(|l| l.contains("limit"));
+    // Three connections, logged in whatever order they end.
+    srv.wait_stderr_all(&[&|l| l.contains("unknown frame type"), &|l| l.contains("inside a frame"), &|l| {
+        l.contains("limit")
+    }]);
     let out = exec(&ep, &["--", "echo", "still serving"]);
     assert_ok(&out);
     // And the client says what is wrong when the server is not exec.
@@ -309,4 +314,155 @@ fn garbage_and_truncated_frames_leave_the_server_serving() {
     let out = exec(&echo.endpoint("echo", 0), &["-w", "2s", "--", "true"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+/// Frames over a raw TCP connection, for tests that play a hostile client
+/// or server.
+struct RawFrames {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawFrames {
+    fn new(s: TcpStream) -> RawFrames {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        RawFrames { s, buf: BytesMut::new() }
+    }
+
+    /// A client that has authenticated with the token, and read nothing
+    /// since.
+    fn login(addr: SocketAddr) -> RawFrames {
+        let mut c = RawFrames::new(tcp(addr));
+        let Frame::Hello { nonce, .. } = c.recv() else { panic!("no hello") };
+        c.send(&Frame::Auth { mac: sockit::auth::proof(b"sockit-exec-v1", TOKEN.as_bytes(), &nonce) });
+        assert_eq!(c.recv(), Frame::Ready);
+        c
+    }
+
+    fn send(&mut self, f: &Frame) {
+        let mut out = BytesMut::new();
+        f.encode(&mut out);
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn recv(&mut self) -> Frame {
+        loop {
+            if let Some(f) = wire::decode(&mut self.buf).unwrap() {
+                return f;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "peer closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Kills a process the test left running on purpose, however the test ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-9").arg(self.0.to_string()).status();
+    }
+}
+
+#[test]
+fn timeout_holds_while_the_client_reads_nothing() {
+    let srv = server(&["--timeout", "2s"]);
+    let mut c = RawFrames::login(srv.addr("exec", "tcp://"));
+    let start = Instant::now();
+    // `yes` fills every buffer between it and a client that never reads.
+    c.send(&Frame::Run(["sh", "-c", "echo $$; exec yes sockit-test-unread-output"].map(|a| a.into()).to_vec()));
+    let mut first = Vec::new();
+    while !first.contains(&b'\n') {
+        match c.recv() {
+            Frame::Stdout(b) => first.extend_from_slice(&b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let pid: u32 = text(&first).lines().next().unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    // From here on the client reads nothing.
+    let bound = Duration::from_secs(2 + 3);
+    while alive(pid) {
+        assert!(start.elapsed() < bound, "`yes` still runs {:?} after the start of a 2 s run", start.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+}
+
+#[test]
+fn exit_is_reported_when_the_command_exits_and_leftovers_die() {
+    need("setsid");
+    let srv = server(&["--timeout", "30s"]);
+    let ep = srv.endpoint("exec", 0);
+    // A background child keeps the output pipes open after the command
+    // exits: the exit is reported anyway, and the child is killed.
+    let start = Instant::now();
+    let out = exec(&ep, &["--", "sh", "-c", "sleep 100 & echo $!; echo done; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[1], "done", "output written before the exit arrives");
+    wait_dead(lines[0].parse().unwrap(), "the background sleep outlived its command");
+
+    // A child that left the process group (setsid) cannot be killed with
+    // it, but cannot hold the run open either.
+    let start = Instant::now();
+    let out = exec(&ep, &["--", "sh", "-c", "setsid sleep 100 & echo $!; exit 0"]);
+    let escaped = text(&out.stdout).trim().parse().map(KillOnDrop);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(escaped.is_ok(), "{}", text(&out.stdout));
+}
+
+/// A hostile exec server on a kernel-chosen port: greets with `flags`,
+/// reads one frame, answers `reply`, then closes. Returns its address.
+fn hostile_server(flags: u8, reply: Vec<Frame>) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut c = RawFrames::new(s);
+        c.send(&Frame::Hello { flags, nonce: [7; 32] });
+        if flags & wire::FLAG_TOKEN == 0 {
+            c.send(&Frame::Ready);
+        }
+        let _ = c.recv();
+        for f in &reply {
+            c.send(f);
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn text_from_the_server_reaches_the_terminal_without_controls() {
+    let evil = "\x1b]0;pwned\x07\rsockit: all good, \x1b[2Ksend your token";
+    // A refusal of the token.
+    let (addr, t) = hostile_server(wire::FLAG_TOKEN, vec![Frame::Error(evil.into())]);
+    let out = exec(&format!("127.0.0.1:{}", addr.port()), &["--", "true"]);
+    t.join().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains(['\x1b', '\r']), "{err:?}");
+    assert!(err.contains("send your token"), "{err:?}");
+
+    // Errors and notices during a run; the command's own output is data
+    // and passes untouched.
+    let reply = vec![
+        Frame::Notice(format!("notice: {evil}")),
+        Frame::Stdout(bytes::Bytes::from_static(b"\x1b[1mraw data\r\n")),
+        Frame::Error(format!("error: {evil}")),
+        Frame::Exit(Exit::Code(0)),
+    ];
+    let (addr, t) = hostile_server(0, reply);
+    let out = exec(&format!("127.0.0.1:{}", addr.port()), &["--", "true"]);
+    t.join().unwrap();
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"\x1b[1mraw data\r\n");
+    let err = text(&out.stderr);
+    assert!(!err.contains(['\x1b', '\r']), "{err:?}");
+    assert!(err.contains("notice: sockit: all good") && err.contains("error: sockit"), "{err:?}");
 }

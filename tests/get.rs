@@ -252,3 +252,98 @@ fn http2_with_nginx() {
     assert!(text(&out.stderr).contains("206 Partial Content"), "{}", text(&out.stderr));
     assert!(std::fs::read(&file).unwrap() == body);
 }
+
+#[test]
+fn a_link_planted_at_the_partial_file_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "downloaded\n").unwrap();
+    let (_srv, base) = httpd(dir.path(), None);
+    let url = format!("{base}/files/f.txt");
+    let shared = tempfile::tempdir().unwrap();
+    let victim = shared.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let file = shared.path().join("f.txt");
+    let part = shared.path().join("f.txt.part");
+
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    for resume in [false, true] {
+        let out = get(&[if resume { "-C" } else { "-s" }, "-o", file.to_str().unwrap(), &url]);
+        assert_eq!(out.status.code(), Some(11), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("symbolic link"), "{}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "written through the link");
+        assert!(!file.exists());
+    }
+
+    // A hard link to a file of ours is no better.
+    std::fs::remove_file(&part).unwrap();
+    std::fs::hard_link(&victim, &part).unwrap();
+    let out = get(&["-o", file.to_str().unwrap(), &url]);
+    assert_eq!(out.status.code(), Some(11), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("other link"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "written through the hard link");
+
+    // Our own partial file is fine, and truncated when not resumed.
+    std::fs::remove_file(&part).unwrap();
+    std::fs::write(&part, "a much longer stale partial download\n").unwrap();
+    assert_ok(&get(&["-o", file.to_str().unwrap(), &url]));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "downloaded\n");
+}
+
+#[test]
+fn resume_takes_over_a_partial_file_left_at_the_final_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(3 << 20);
+    std::fs::write(dir.path().join("big.bin"), &body).unwrap();
+    let (_srv, base) = httpd(dir.path(), None);
+    let url = format!("{base}/files/big.bin");
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("big.bin");
+
+    // As curl, wget or a browser leave it: the first part, under the name.
+    std::fs::write(&file, &body[..1 << 20]).unwrap();
+    let out = get(&["-C", "-o", file.to_str().unwrap(), &url]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("206 Partial Content") && text(&out.stderr).contains("resuming"));
+    assert!(std::fs::read(&file).unwrap() == body);
+    assert!(!out_dir.path().join("big.bin.part").exists());
+
+    // Whole already: nothing to do, nothing moved.
+    let out = get(&["-C", "-o", file.to_str().unwrap(), &url]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("already complete"), "{}", text(&out.stderr));
+    assert!(std::fs::read(&file).unwrap() == body);
+
+    // An error instead of the rest: the file stays as it was, where it was.
+    std::fs::write(&file, &body[..1000]).unwrap();
+    let out = get(&["-C", "-o", file.to_str().unwrap(), &format!("{base}/files/gone.bin")]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    assert!(std::fs::read(&file).unwrap() == body[..1000]);
+    assert!(!out_dir.path().join("big.bin.part").exists());
+}
+
+#[test]
+fn redirects_to_another_host_send_no_referer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, base) = httpd(dir.path(), None);
+    assert!(base.contains("127.0.0.1"), "{base}");
+    let out = get(&[&format!("{base}/xhost?session=secret")]);
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "referer: (none)\n");
+}
+
+#[test]
+fn a_head_that_never_ends_is_cut_at_the_head_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, base) = httpd(dir.path(), None);
+    for route in ["drip-head", "continue-forever"] {
+        let start = std::time::Instant::now();
+        let out = get(&["--head-timeout", "2s", &format!("{base}/{route}")]);
+        let took = start.elapsed();
+        assert_eq!(out.status.code(), Some(8), "{route}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--head-timeout"), "{route}: {}", text(&out.stderr));
+        assert!(
+            took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(5),
+            "{route}: {took:?}"
+        );
+    }
+}

@@ -16,6 +16,10 @@ Listens on a kernel-chosen loopback port and prints
   /short            announces 1000 bytes, sends 500, closes
   /status/CODE      that status, body "status CODE"
   /headers          the request's headers as the body
+  /xhost            redirects to /referer on another host name (localhost)
+  /referer          the request's Referer header as the body, "(none)" without
+  /continue-forever "100 Continue" interim responses, 5 a second, for 2 min
+  /drip-head        a status line, then a header one byte every 0.5 s, for 2 min
 """
 import gzip
 import os
@@ -97,7 +101,29 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(int(m.group(1)), b"status %s\n" % m.group(1).encode())
         if path == "/headers":
             return self.reply(200, str(self.headers).encode())
+        if path == "/xhost":
+            port = self.server.server_address[1]
+            return self.reply(302, b"", [("Location", f"http://localhost:{port}/referer")])
+        if path == "/referer":
+            return self.reply(200, b"referer: %s\n" % self.headers.get("Referer", "(none)").encode())
+        if path == "/continue-forever":
+            return self.drip(b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.2, 600)
+        if path == "/drip-head":
+            return self.drip(b"HTTP/1.1 200 OK\r\nX-Drip: ", b"a", 0.5, 240)
         self.reply(404, b"no such route\n")
+
+    def drip(self, first, piece, every, times):
+        """Sends `first`, then `piece` every `every` seconds, `times` times at
+        most (the client gives up long before), never finishing the head."""
+        self.close_connection = True
+        try:
+            self.wfile.write(first)
+            for _ in range(times):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(every)
+        except OSError:
+            pass
 
     def file(self, name, ranges):
         try:

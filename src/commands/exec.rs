@@ -15,6 +15,7 @@ use crate::conn::Stream;
 use crate::endpoint::Endpoint;
 use crate::frames::FrameStream;
 use crate::services::exec::wire::{Exit, FLAG_SHELL, Frame};
+use crate::text::clean;
 use crate::units::parse_duration;
 
 /// Arguments of `sockit exec`.
@@ -86,7 +87,9 @@ impl Client {
             match self.recv().await? {
                 Some(Frame::Stdout(b)) => write_or_quit(&mut out, &b).await?,
                 Some(Frame::Stderr(b)) => write_or_quit(&mut err, &b).await?,
-                Some(Frame::Notice(t)) | Some(Frame::Error(t)) => eprintln!("sockit: remote: {t}"),
+                // Text from the server, unlike the command's output, goes
+                // to the terminal as text: never raw.
+                Some(Frame::Notice(t)) | Some(Frame::Error(t)) => eprintln!("sockit: remote: {}", clean(&t)),
                 Some(Frame::Exit(exit)) => {
                     match exit {
                         Exit::TimedOut => eprintln!(

@@ -4,6 +4,7 @@
 //! what failed.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,13 @@ const MAX_REDIRECTS_RANGE: std::ops::RangeInclusive<u64> = 0..=100;
 Prints the status line and headers on stderr and the body on stdout (or in
 a file with -o/-O). A file is written as FILE.part and renamed when the
 body is complete, so FILE is never a truncated download; an interrupted one
-is resumed with -C.
+is resumed with -C, as is a partial FILE another program (curl, wget, a
+browser) left. FILE.part is never written through a link: a symbolic or hard
+link there, or a file of another user, is refused.
+
+The head of the answer must arrive within --head-timeout (60s), redirects
+included, however slowly it trickles in; the body may take as long as it
+takes, unless --timeout. No Referer header is sent, on redirects either.
 
 Examples:
   sockit get https://example.com/                    page to stdout, head to stderr
@@ -62,7 +69,8 @@ pub struct GetArgs {
     #[arg(short = 'I', long)]
     pub head: bool,
 
-    /// Resume a partial download (FILE.part) with a range request.
+    /// Resume a partial download (FILE.part, or a partial FILE another
+    /// program left) with a range request.
     #[arg(short = 'C', long = "continue")]
     pub resume: bool,
 
@@ -106,10 +114,29 @@ pub struct GetArgs {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
+    /// Give up unless the whole head of the answer (status line and
+    /// headers, redirects included) has come this long after the start;
+    /// 0 for never.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_duration,
+        long_help = "Give up unless the whole head of the answer (status line and headers, after any \
+                     redirects) has come this long after the start; 0 for never. A server that \
+                     trickles its headers a byte at a time, or sends `100 Continue` for ever, never \
+                     trips --stall-timeout: this bounds it. The body is not limited by it (see --timeout)."
+    )]
+    pub head_timeout: Duration,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsVerifyArgs,
 }
+
+/// Default for `--head-timeout`: a server that has not sent its whole head
+/// by then is not going to, or is too slow to wait for unasked.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
     Error::Exit(code, msg.into()).into()
@@ -213,16 +240,22 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         return Err(Error::Usage("-C resumes a file: give -o FILE or -O".into()).into());
     }
     let partial = output.as_ref().map(|p| part_path(p));
-    let have = match (&partial, args.resume) {
-        (Some(p), true) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-        _ => 0,
+    // Refused before anything is asked for: a partial file that is not ours
+    // to write, and with -C, what to resume.
+    let resume = match (&output, &partial) {
+        (Some(path), Some(partial)) => find_partial(path, partial, args.resume)?,
+        _ => None,
     };
+    let have = resume.as_ref().map_or(0, |r| r.have);
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(ClientTls::http(&args.tls.verify())?)
         .user_agent(&args.user_agent)
         .default_headers(parse_headers(&args.headers)?)
         .connect_timeout(args.connect_timeout)
         .read_timeout(args.stall_timeout)
+        // As curl: where a page came from (query string and all) is no
+        // business of the site it redirects to.
+        .referer(false)
         .gzip(args.compressed)
         .brotli(args.compressed)
         .deflate(args.compressed)
@@ -239,7 +272,22 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     if have > 0 {
         request = request.header(header::RANGE, format!("bytes={have}-"));
     }
-    let resp = request.send().await.map_err(|e| classify(e, &url))?;
+    let send = request.send();
+    let resp = if args.head_timeout.is_zero() {
+        send.await
+    } else {
+        tokio::time::timeout(args.head_timeout, send).await.map_err(|_| {
+            fail(
+                exit::TIMEOUT,
+                format!(
+                    "{url}: timed out: no complete response head within {} (--head-timeout); \
+                     the server sends it too slowly or never ends it. Raise --head-timeout if it is just slow",
+                    humantime::format_duration(args.head_timeout)
+                ),
+            )
+        })?
+    }
+    .map_err(|e| classify(e, &url))?;
     let status = resp.status();
     if args.head || args.include {
         super::print_stdout(head_text(&resp, "\r\n").as_bytes())?;
@@ -256,9 +304,91 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     match (output, partial) {
-        (Some(path), Some(partial)) => to_file(resp, &args, &path, &partial, have).await,
+        (Some(path), Some(partial)) => to_file(resp, &args, &path, &partial, resume).await,
         _ => to_stdout(resp, &url).await,
     }
+}
+
+/// A partial download to resume.
+#[derive(Debug)]
+struct Resume {
+    /// Where it is: FILE.part, ours, or FILE, left by another program.
+    from: PathBuf,
+    /// Its length: the range asked for starts there.
+    have: u64,
+}
+
+/// Checks `partial` is safe to write (absent, or a file of ours), and with
+/// `resume`, finds what to resume: `partial`, else a partial `path` another
+/// program left (taken over only if it is a plain file of ours).
+fn find_partial(path: &Path, partial: &Path, resume: bool) -> anyhow::Result<Option<Resume>> {
+    let ours = match std::fs::symlink_metadata(partial) {
+        Ok(meta) => {
+            check_ours(&meta, partial)?;
+            Some(meta.len())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(exit::TRANSFER, format!("cannot use {}: {e}", partial.display()))),
+    };
+    if !resume {
+        return Ok(None);
+    }
+    if let Some(have) = ours.filter(|&n| n > 0) {
+        return Ok(Some(Resume { from: partial.to_path_buf(), have }));
+    }
+    let left = std::fs::symlink_metadata(path).ok().filter(|m| check_ours(m, path).is_ok() && m.len() > 0);
+    Ok(left.map(|m| Resume { from: path.to_path_buf(), have: m.len() }))
+}
+
+/// A file we may write into: a regular file (not a link to one), of ours,
+/// with no other name. In a shared directory, anything else at FILE.part
+/// may have been planted there to make us overwrite another file.
+fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
+    let why = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_string()
+    } else if !meta.file_type().is_file() {
+        "it is not a regular file".to_string()
+    } else if meta.uid() != rustix::process::geteuid().as_raw() {
+        format!("it belongs to another user (uid {})", meta.uid())
+    } else if meta.nlink() > 1 {
+        format!("it has {} other links (hard links) to it", meta.nlink() - 1)
+    } else {
+        return Ok(());
+    };
+    Err(fail(
+        exit::TRANSFER,
+        format!(
+            "refusing to write {}: {why}, so writing it could overwrite another file. \
+             Remove it if it is yours, or save elsewhere with -o",
+            path.display()
+        ),
+    ))
+}
+
+/// Opens the partial file, to write from its start or append, never
+/// following a link at its name and never truncating a file that is not
+/// ours: opened without O_TRUNC, checked, then truncated. Returns its
+/// length.
+fn open_partial(partial: &Path, append: bool) -> anyhow::Result<(std::fs::File, u64)> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .append(append)
+        .create(true)
+        // O_NONBLOCK: a FIFO planted there fails at once instead of
+        // blocking the open; it is ignored for regular files.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(partial)
+        .map_err(|e| {
+            // Say why when something was planted there.
+            let planted = std::fs::symlink_metadata(partial).ok().and_then(|m| check_ours(&m, partial).err());
+            planted.unwrap_or_else(|| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))
+        })?;
+    let meta = file.metadata().map_err(|e| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))?;
+    check_ours(&meta, partial)?;
+    if !append {
+        file.set_len(0).map_err(|e| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))?;
+    }
+    Ok((file, if append { meta.len() } else { 0 }))
 }
 
 fn part_path(path: &Path) -> PathBuf {
@@ -325,31 +455,47 @@ fn check_length(got: u64, expected: Option<u64>, url: &Url) -> anyhow::Result<()
 }
 
 /// Writes the body to `partial`, then renames it to `path`.
-async fn to_file(mut resp: Response, args: &GetArgs, path: &Path, partial: &Path, have: u64) -> anyhow::Result<i32> {
+async fn to_file(
+    mut resp: Response,
+    args: &GetArgs,
+    path: &Path,
+    partial: &Path,
+    resume: Option<Resume>,
+) -> anyhow::Result<i32> {
     let url = resp.url().clone();
     let status = resp.status();
     let ioerr = |what: &str, p: &Path, e: std::io::Error| fail(exit::TRANSFER, format!("{what} {}: {e}", p.display()));
     let mut start = 0;
-    if have > 0 {
+    if let Some(Resume { from, have }) = &resume {
+        let (from, have) = (from.as_path(), *have);
+        let taken_over = from != partial;
         match status {
             StatusCode::PARTIAL_CONTENT => {
-                let from = content_range_start(resp.headers());
-                if from != Some(have) {
+                let at = content_range_start(resp.headers());
+                if at != Some(have) {
                     return Err(fail(
                         exit::TRANSFER,
                         format!(
-                            "{url}: asked for bytes from {have}, got a range from {from:?}; delete {} to start over",
-                            partial.display()
+                            "{url}: asked for bytes from {have}, got a range from {at:?}; delete {} to start over",
+                            from.display()
                         ),
                     ));
                 }
                 start = have;
+                if taken_over {
+                    // Another program's partial FILE becomes ours: FILE is
+                    // a whole download again only once it is one.
+                    std::fs::rename(from, partial).map_err(|e| ioerr("cannot rename to", partial, e))?;
+                }
                 if !args.silent {
-                    eprintln!("sockit: resuming {} at {}", path.display(), HumanBytes(have));
+                    let whose = if taken_over { " (a partial file left there, continued as FILE.part)" } else { "" };
+                    eprintln!("sockit: resuming {} at {}{whose}", path.display(), HumanBytes(have));
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE if content_range_total(resp.headers()) == Some(have) => {
-                std::fs::rename(partial, path).map_err(|e| ioerr("cannot rename to", path, e))?;
+                if !taken_over {
+                    std::fs::rename(partial, path).map_err(|e| ioerr("cannot rename to", path, e))?;
+                }
                 if !args.silent {
                     eprintln!("sockit: {} was already complete ({})", path.display(), HumanBytes(have));
                 }
@@ -359,28 +505,28 @@ async fn to_file(mut resp: Response, args: &GetArgs, path: &Path, partial: &Path
                 "sockit: the server ignored the range request (it answered {s}): downloading {} whole again",
                 path.display()
             ),
-            _ => {}
+            s => {
+                return Err(fail(
+                    if s.is_client_error() || s.is_server_error() { exit::HTTP } else { exit::FAILURE },
+                    format!(
+                        "HTTP {s} from {url} instead of the rest of the file; {} is kept as it was",
+                        from.display()
+                    ),
+                ));
+            }
         }
-    }
-    if have > 0 && !status.is_success() {
-        return Err(fail(
-            if status.is_client_error() || status.is_server_error() { exit::HTTP } else { exit::FAILURE },
-            format!(
-                "HTTP {status} from {url} instead of the rest of the file; {} is kept as it was",
-                partial.display()
-            ),
-        ));
     }
     if !status.is_success() && !args.silent {
         eprintln!("sockit: warning: HTTP {status}: saving the server's answer anyway (--fail exits 9 instead)");
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(start == 0)
-        .append(start > 0)
-        .open(partial)
-        .map_err(|e| ioerr("cannot write", partial, e))?;
+    let (mut file, len) = open_partial(partial, start > 0)?;
+    if len != start {
+        // Changed between the look before the request and now.
+        return Err(fail(
+            exit::TRANSFER,
+            format!("{} changed during the request ({len} bytes, not {start}); run again", partial.display()),
+        ));
+    }
     let expected = announced(&resp).map(|n| n + start);
     let show = std::io::stderr().is_terminal() && !args.silent;
     let bar = ProgressBar::with_draw_target(
@@ -474,6 +620,20 @@ mod tests {
         assert!(parse_url("http://exa mple.com/").is_err());
         assert_eq!(remote_name(&parse_url("http://h/files/big.iso?x=1").unwrap()), PathBuf::from("big.iso"));
         assert_eq!(remote_name(&parse_url("http://h/").unwrap()), PathBuf::from("index.html"));
+    }
+
+    #[test]
+    fn head_timeout_default_and_never() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let cli =
+                crate::cli::Cli::try_parse_from([&["sockit", "get"], extra, &["http://127.0.0.1/"]].concat()).unwrap();
+            let crate::cli::Command::Get(args) = cli.command else { unreachable!() };
+            args.head_timeout
+        };
+        assert_eq!(parse(&[]), DEFAULT_HEAD_TIMEOUT);
+        assert_eq!(parse(&["--head-timeout", "0"]), Duration::ZERO);
+        assert_eq!(parse(&["--head-timeout", "5s"]), Duration::from_secs(5));
     }
 
     #[test]

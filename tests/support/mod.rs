@@ -86,6 +86,35 @@ impl Proc {
         }
     }
 
+    /// Waits (bounded) until each predicate has matched some stderr line,
+    /// in whatever order the lines come: events from separate connections
+    /// or tasks are logged in any order. Returns the matching lines, in the
+    /// predicates' order.
+    pub fn wait_stderr_all(&mut self, preds: &[&dyn Fn(&str) -> bool]) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut found: Vec<Option<String>> = vec![None; preds.len()];
+        while found.iter().any(Option::is_none) {
+            match self.stderr_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    for (slot, pred) in found.iter_mut().zip(preds) {
+                        if slot.is_none() && pred(&line) {
+                            *slot = Some(line.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
+                    let why = match e {
+                        RecvTimeoutError::Timeout => "timed out",
+                        RecvTimeoutError::Disconnected => "process closed stderr",
+                    };
+                    self.fail(&format!("{why} waiting for stderr lines; predicates {missing:?} never matched"))
+                }
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// The endpoint of the `n`th listener of `service` (in start order).
     pub fn endpoint(&self, service: &str, n: usize) -> String {
         self.listeners

@@ -6,23 +6,36 @@
 //!   makes the next attempt from that address wait longer.
 //! - Commands are argv, run without a shell, unless the server allows shell
 //!   lines (`--shell`); `--allow-cmd` limits what may run.
-//! - Each run has a clean environment, its own process group (killed whole
-//!   at `--timeout`, or when the client goes away), stdin from `/dev/null`,
-//!   and output streamed back live, stdout and stderr apart, capped at
-//!   `--max-output`.
+//! - Each run has a clean environment, its own process group, stdin from
+//!   `/dev/null`, and output streamed back live, stdout and stderr apart,
+//!   capped at `--max-output`.
+//! - A run ends when its command exits: the exit status is reported then,
+//!   not when the output pipes close, and whatever the command left running
+//!   in its process group is killed (output already in the pipes is still
+//!   sent). The group is killed whole at `--timeout`, whatever the client
+//!   does (even one that stops reading), and when the client goes away.
+//! - A process that leaves the group (`setsid`, or `setpgid` to another
+//!   group) is out of reach: it keeps running as the server's user, and
+//!   only its output stops at the exit (writes then fail with `EPIPE`).
+//!   Confine the server (a systemd unit, a cgroup, a PID namespace) or
+//!   keep `setsid` and shells off `--allow-cmd` where that matters.
 
 pub mod wire;
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
+use tokio::process::{Child, Command};
+use tokio::time::Sleep;
 use tracing::info;
 
 use self::wire::{Exit, FLAG_SHELL, Frame};
@@ -144,6 +157,12 @@ impl Exec {
     }
 
     /// Runs one command to its end, streaming its output.
+    ///
+    /// The run ends when the command (the process it started) exits, not
+    /// when its output pipes close: the rest of its process group is killed
+    /// then, and what the pipes held at that moment is still sent. At
+    /// `--timeout` the group is killed whatever the client does, even while
+    /// a send waits for a client that reads nothing.
     async fn run(&self, s: &mut Session, mut cmd: Command) -> io::Result<()> {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -155,27 +174,34 @@ impl Exec {
         };
         // From here on, the whole group dies with this function, however it
         // ends: timeout, client gone, server shutting down.
-        let group = Group(child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)));
+        let pid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        let mut group = Group(pid);
+        let exit_watch = ExitWatch::new(pid);
         let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
         let (mut obuf, mut ebuf) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
         let deadline = tokio::time::sleep(self.config.timeout);
         tokio::pin!(deadline);
-        let mut sent = 0u64;
-        let mut truncated = false;
+        let mut budget = Budget { max: self.config.max_output, sent: 0, truncated: false };
         let mut probe = [0u8; 1];
-        let status = loop {
-            let piece = tokio::select! {
-                r = read_some(&mut out, &mut obuf) => r.map(|n| (n, true)),
-                r = read_some(&mut err, &mut ebuf) => r.map(|n| (n, false)),
-                r = child.wait(), if out.is_none() && err.is_none() => break Some(r?),
-                _ = &mut deadline => break None,
+        let (mut status, mut timed_out) = (None, false);
+        while status.is_none() && !timed_out {
+            let (n, is_out) = tokio::select! {
+                r = read_some(&mut out, &mut obuf) => (r?, true),
+                r = read_some(&mut err, &mut ebuf) => (r?, false),
+                r = exit_watch.wait(&mut child, &mut group) => {
+                    status = Some(r?);
+                    continue;
+                }
+                _ = &mut deadline => {
+                    timed_out = true;
+                    continue;
+                }
                 // The client must wait for Exit: anything it sends now,
                 // EOF included, means it is gone or confused.
                 _ = s.io_mut().read(&mut probe) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left while the command ran; killed it"));
                 }
             };
-            let (n, is_out) = piece?;
             if n == 0 {
                 if is_out {
                     out = None
@@ -184,31 +210,18 @@ impl Exec {
                 }
                 continue;
             }
-            if truncated {
-                continue;
-            }
-            let room = self.config.max_output.saturating_sub(sent) as usize;
-            let take = n.min(room);
-            let data = Bytes::copy_from_slice(if is_out { &obuf[..take] } else { &ebuf[..take] });
-            sent += take as u64;
-            if take > 0 {
-                s.send(&if is_out { Frame::Stdout(data) } else { Frame::Stderr(data) }).await?;
-            }
-            if take < n {
-                truncated = true;
-                let cap = crate::units::format_size(self.config.max_output);
-                s.send(&Frame::Notice(format!("output truncated at {cap} (--max-output); the rest was dropped")))
-                    .await?;
-            }
-        };
+            let data = if is_out { &obuf[..n] } else { &ebuf[..n] };
+            timed_out = forward(s, &mut budget, data, is_out, &mut deadline, &group).await?;
+        }
         let exit = match status {
-            None => {
-                drop(group);
-                let _ = child.wait().await;
-                info!(timeout_ms = self.config.timeout.as_millis() as u64, "timed out; process group killed");
-                Exit::TimedOut
-            }
             Some(st) => {
+                // The group is dead, so nothing of the run writes any more
+                // but a process that left the group (setsid): send what the
+                // pipes hold now, and stop there rather than wait for it.
+                let (d, g) = (&mut deadline, &group);
+                if !drain(s, &mut budget, &mut out, &mut obuf, true, d, g).await? {
+                    drain(s, &mut budget, &mut err, &mut ebuf, false, d, g).await?;
+                }
                 use std::os::unix::process::ExitStatusExt;
                 match (st.code(), st.signal()) {
                     (Some(c), _) => Exit::Code(c),
@@ -216,19 +229,177 @@ impl Exec {
                     (None, None) => Exit::Code(-1),
                 }
             }
+            None => {
+                group.kill();
+                let _ = child.wait().await;
+                group.forget();
+                info!(timeout_ms = self.config.timeout.as_millis() as u64, "timed out; process group killed");
+                Exit::TimedOut
+            }
         };
-        info!(?exit, output_bytes = sent, "exited");
+        // Closing the pipes now makes a leftover writer outside the group
+        // fail (EPIPE, SIGPIPE) instead of filling a pipe nobody reads.
+        drop((out, err));
+        info!(?exit, output_bytes = budget.sent, "exited");
         s.send(&Frame::Exit(exit)).await
     }
 }
 
-/// Kills a process group when dropped.
+/// What may still be sent of a run's output (`--max-output`).
+struct Budget {
+    max: u64,
+    sent: u64,
+    truncated: bool,
+}
+
+/// Sends one piece of output, and the truncation notice once the budget is
+/// spent, watching the deadline. Returns whether it passed (the process
+/// group is killed by then).
+async fn forward(
+    s: &mut Session,
+    budget: &mut Budget,
+    data: &[u8],
+    is_out: bool,
+    deadline: &mut Pin<&mut Sleep>,
+    group: &Group,
+) -> io::Result<bool> {
+    if budget.truncated {
+        return Ok(false);
+    }
+    let take = data.len().min(budget.max.saturating_sub(budget.sent) as usize);
+    budget.sent += take as u64;
+    if take > 0 {
+        let piece = Bytes::copy_from_slice(&data[..take]);
+        if send_watched(s, &if is_out { Frame::Stdout(piece) } else { Frame::Stderr(piece) }, deadline, group).await? {
+            return Ok(true);
+        }
+    }
+    if take < data.len() {
+        budget.truncated = true;
+        let cap = crate::units::format_size(budget.max);
+        let notice = Frame::Notice(format!("output truncated at {cap} (--max-output); the rest was dropped"));
+        return send_watched(s, &notice, deadline, group).await;
+    }
+    Ok(false)
+}
+
+/// Sends what `pipe` holds now, without waiting for more. Returns whether
+/// the deadline passed meanwhile.
+async fn drain<R: AsFd>(
+    s: &mut Session,
+    budget: &mut Budget,
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+    is_out: bool,
+    deadline: &mut Pin<&mut Sleep>,
+    group: &Group,
+) -> io::Result<bool> {
+    // Only what is there now: a writer outside the group could go on
+    // writing for ever.
+    let mut left = pipe.as_ref().map_or(0, |p| rustix::io::ioctl_fionread(p).unwrap_or(0));
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = read_now(pipe, &mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        if forward(s, budget, &buf[..n], is_out, deadline, group).await? {
+            return Ok(true);
+        }
+        left -= n as u64;
+    }
+    Ok(false)
+}
+
+/// Sends a frame; if the deadline passes while the client is not taking
+/// it, kills the group at once. Returns whether the deadline passed.
+async fn send_watched(
+    s: &mut Session,
+    frame: &Frame,
+    deadline: &mut Pin<&mut Sleep>,
+    group: &Group,
+) -> io::Result<bool> {
+    let send = s.send(frame);
+    tokio::pin!(send);
+    tokio::select! {
+        biased;
+        r = &mut send => r.map(|()| false),
+        _ = deadline => {
+            group.kill();
+            // The frame begun must be finished before any other can follow
+            // it; a client that takes nothing is closed by the server's
+            // --idle-timeout.
+            send.await.map(|()| true)
+        }
+    }
+}
+
+/// Tells when a command has exited.
+struct ExitWatch(Option<AsyncFd<OwnedFd>>);
+
+impl ExitWatch {
+    /// A pidfd becomes readable when the process exits but does not reap
+    /// it: until it is reaped, its pid, and so its process group id, cannot
+    /// be reused, and the group can be killed without hitting a stranger.
+    /// Without pidfds (Linux before 5.3), the group is killed just after
+    /// the reap; with sequential pids, a reuse in between is very unlikely.
+    fn new(pid: Option<rustix::process::Pid>) -> Self {
+        let fd = pid.and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+        // SAFETY: an OwnedFd stays open, and the same descriptor, for as
+        // long as it is owned, here by the AsyncFd.
+        ExitWatch(fd.and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()))
+    }
+
+    /// Waits for the command to exit, kills the rest of its group, and
+    /// reaps it.
+    async fn wait(&self, child: &mut Child, group: &mut Group) -> io::Result<ExitStatus> {
+        if let Some(fd) = &self.0 {
+            let _ready = fd.readable().await?;
+            group.kill();
+        }
+        let status = child.wait().await?;
+        group.kill();
+        group.forget();
+        Ok(status)
+    }
+}
+
+/// Kills a process group when dropped, unless forgotten first.
 struct Group(Option<rustix::process::Pid>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Once its leader is reaped, the group id may be reused: no more kills.
+    fn forget(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        self.kill();
+    }
+}
+
+/// Reads what a pipe holds now, without waiting: 0 when it is empty, or at
+/// EOF (then it is closed).
+fn read_now<R: AsFd>(pipe: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(p) = pipe else { return Ok(0) };
+    loop {
+        match rustix::io::read(&*p, &mut *buf) {
+            Ok(0) => {
+                *pipe = None;
+                return Ok(0);
+            }
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
         }
     }
 }
