@@ -218,6 +218,20 @@ pub struct FilesArgs {
     /// for a resume, then deleted.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub partial_ttl: Duration,
+
+    /// Files: sessions receiving at once (each holds a disk thread from
+    /// its first entry to its end); one more is told "server busy". A
+    /// session that only connected does not count.
+    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_TRANSFERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_transfers: u32,
+
+    /// Files: directories one session may create (each is remembered, in
+    /// under 450 bytes, to set its mode and time at the end); entries that
+    /// need more are refused, and a second run stores the rest.
+    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_DIRS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_dirs: u32,
 }
 
 impl FilesArgs {
@@ -228,7 +242,15 @@ impl FilesArgs {
             (_, true) => Policy::Rename,
             _ => Policy::Refuse,
         };
-        FilesConfig { dir: self.dir.clone(), token, policy, max_size: self.max_size, partial_ttl: self.partial_ttl }
+        FilesConfig {
+            dir: self.dir.clone(),
+            token,
+            policy,
+            max_size: self.max_size,
+            partial_ttl: self.partial_ttl,
+            max_transfers: self.max_transfers as usize,
+            max_dirs: self.max_dirs as usize,
+        }
     }
 }
 
