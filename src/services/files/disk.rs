@@ -141,14 +141,27 @@ impl Disk {
         if out.is_empty() {
             return Ok(());
         }
-        self.replies.blocking_send(out).map_err(|_| io::Error::other("the connection closed"))
+        // A sender that reads no answers (its side of the connection
+        // gone quiet) must not keep this thread, and the file it holds,
+        // once another session has taken that over.
+        self.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                sent = self.replies.send(out) => sent.map_err(|_| io::Error::other("the connection closed")),
+                _ = self.session.stop.cancelled() => Err(taken_over()),
+            }
+        })
     }
 
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>, sweep: Option<Duration>) -> io::Result<()> {
         if let Some(ttl) = sweep {
             self.sweep(ttl);
         }
-        let result = self.work(&mut jobs).and_then(|()| self.join_commit());
+        let result = self.work(&mut jobs);
+        // A big file cut short stays for a resume; its key goes now, for
+        // whoever sends it again.
+        self.incoming = None;
+        let result = result.and_then(|()| self.join_commit());
         // Ended by another session that took over its file: say so (the
         // queue closing looks like a sender that left).
         let result = match result {

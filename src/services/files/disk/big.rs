@@ -114,6 +114,8 @@ impl Disk {
             Err(answer) => return Ok(answer),
         };
         let key = partial_key(&head);
+        // Answers so far go out before a wait.
+        self.send_replies()?;
         let (guard, t, head) = match self.claim(&key) {
             Claim::Busy => {
                 self.reply(Frame::Refused(format!(
