@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::server::Descriptors;
 use crate::tls::TlsLink;
 
 /// A byte stream: TCP, Unix, or TLS. Services see only this type.
@@ -203,6 +204,7 @@ pub struct Conn {
     peer: Peer,
     shutdown: CancellationToken,
     max_line: usize,
+    descriptors: Descriptors,
 }
 
 impl Conn {
@@ -219,7 +221,19 @@ impl Conn {
         shutdown: CancellationToken,
         max_line: usize,
     ) -> Self {
-        Conn { stream, meter, peer, shutdown, max_line }
+        Conn { stream, meter, peer, shutdown, max_line, descriptors: Descriptors::unlimited() }
+    }
+
+    /// Draws on `budget` for [`Conn::descriptors`]; servers do this.
+    pub fn with_descriptors(mut self, budget: Descriptors) -> Self {
+        self.descriptors = budget;
+        self
+    }
+
+    /// The server's open-file budget: reserve from it before opening
+    /// descriptors beyond the connection's own.
+    pub fn descriptors(&self) -> Descriptors {
+        self.descriptors.clone()
     }
 
     /// Whether the peer proved who it is with a TLS client certificate that

@@ -113,8 +113,9 @@ pub trait DatagramService: Send + Sync + 'static {
 pub struct Server {
     limits: Limits,
     permits: Arc<Semaphore>,
-    /// The open-file limit less [`RESERVED_DESCRIPTORS`], as permits.
-    descriptors: Arc<Semaphore>,
+    /// The open-file limit less [`RESERVED_DESCRIPTORS`].
+    descriptors: Descriptors,
+    budget: usize,
     open_files: Option<usize>,
     refusals: Arc<Refusals>,
     shutdown: CancellationToken,
@@ -131,7 +132,8 @@ impl Server {
         let budget = open_files.map_or(Semaphore::MAX_PERMITS, |n| n.saturating_sub(RESERVED_DESCRIPTORS));
         Server {
             permits: Arc::new(Semaphore::new(limits.max_conns.min(Semaphore::MAX_PERMITS))),
-            descriptors: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            descriptors: Descriptors(Some(Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))))),
+            budget,
             open_files,
             refusals: Arc::default(),
             limits,
@@ -156,7 +158,7 @@ impl Server {
     /// task, until shutdown.
     pub fn serve_stream<S: Service>(&self, listener: Listener, name: &'static str, service: Arc<S>) {
         let cost = service.descriptors() + if listener.tls().is_some() { TLS_DESCRIPTORS } else { 0 };
-        let fit = self.descriptors.available_permits() / cost;
+        let fit = self.budget / cost;
         if let Some(limit) = self.open_files
             && fit < self.limits.max_conns
         {
@@ -168,7 +170,7 @@ impl Server {
         }
         self.spawn_refusal_log();
         let acceptor = Acceptor {
-            cost: cost as u32,
+            cost,
             descriptors: self.descriptors.clone(),
             refusals: self.refusals.clone(),
             listener,
@@ -241,8 +243,8 @@ impl Server {
 
 struct Acceptor<S> {
     /// Descriptors each connection reserves.
-    cost: u32,
-    descriptors: Arc<Semaphore>,
+    cost: usize,
+    descriptors: Descriptors,
     refusals: Arc<Refusals>,
     listener: Listener,
     name: &'static str,
@@ -281,9 +283,9 @@ impl<S: Service> Acceptor<S> {
             }
             let permits = match self.permits.clone().try_acquire_owned() {
                 Err(_) => Err(Refused::MaxConns),
-                Ok(conn) => match self.descriptors.clone().try_acquire_many_owned(self.cost) {
-                    Err(_) => Err(Refused::OpenFiles),
-                    Ok(fds) => Ok((conn, fds)),
+                Ok(conn) => match self.descriptors.reserve(self.cost) {
+                    None => Err(Refused::OpenFiles),
+                    Some(fds) => Ok((conn, fds)),
                 },
             };
             let permit = match permits {
@@ -306,15 +308,22 @@ impl<S: Service> Acceptor<S> {
             let serve = match self.listener.tls() {
                 None => {
                     let conn =
-                        Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone(), self.limits.max_line);
+                        Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone(), self.limits.max_line)
+                            .with_descriptors(self.descriptors.clone());
                     self.tracker.spawn(async move { service.serve(conn).await }.instrument(span.clone()))
                 }
                 Some(tls) => {
-                    let (tls, shutdown, max_line, meter) =
-                        (tls.clone(), self.shutdown.clone(), self.limits.max_line, meter.clone());
+                    let (tls, shutdown, max_line, meter, fds) = (
+                        tls.clone(),
+                        self.shutdown.clone(),
+                        self.limits.max_line,
+                        meter.clone(),
+                        self.descriptors.clone(),
+                    );
                     let serve = async move {
                         let stream = tls.accept_stream(stream).await?;
-                        service.serve(Conn::with_meter(stream, meter, peer, shutdown, max_line)).await
+                        let conn = Conn::with_meter(stream, meter, peer, shutdown, max_line).with_descriptors(fds);
+                        service.serve(conn).await
                     };
                     self.tracker.spawn(serve.instrument(span.clone()))
                 }
@@ -409,6 +418,47 @@ async fn datagram_loop<D: DatagramService>(
             && let Err(e) = socket.send_to(&reply, peer).await
         {
             debug!(%peer, "reply failed: {e}");
+        }
+    }
+}
+
+/// The server's budget of open files, shared by all its connections: each
+/// connection reserves what it costs at accept ([`Service::descriptors`]),
+/// and a service that opens more as it goes (a disk thread's files, say)
+/// reserves them here first and refuses what does not fit — so the process
+/// never runs out, and no listener stalls on `EMFILE`.
+#[derive(Clone, Debug, Default)]
+pub struct Descriptors(Option<Arc<Semaphore>>);
+
+/// Descriptors reserved from a [`Descriptors`] budget, given back on drop.
+#[derive(Debug)]
+pub struct Reserved(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Descriptors {
+    /// No budget: every reservation succeeds (a connection made outside a
+    /// [`Server`]).
+    pub fn unlimited() -> Self {
+        Descriptors(None)
+    }
+
+    /// Reserves as many as fit of `want`, halving down to `least`: how
+    /// many, or `None` when not even `least` fit now.
+    pub fn reserve_up_to(&self, want: usize, least: usize) -> Option<(Reserved, usize)> {
+        let mut n = want;
+        while n >= least.max(1) {
+            if let Some(r) = self.reserve(n) {
+                return Some((r, n));
+            }
+            n /= 2;
+        }
+        None
+    }
+
+    /// Reserves `n` descriptors, or `None` when they do not fit now.
+    pub fn reserve(&self, n: usize) -> Option<Reserved> {
+        match &self.0 {
+            None => Some(Reserved(None)),
+            Some(sem) => sem.clone().try_acquire_many_owned(u32::try_from(n).ok()?).ok().map(|p| Reserved(Some(p))),
         }
     }
 }

@@ -450,3 +450,278 @@ fn token_and_tls() {
     assert_ok(&out);
     assert_eq!(std::fs::read_to_string(dest.join("f.txt")).unwrap(), "secret payload");
 }
+
+impl Raw {
+    fn frame(&mut self, f: &Frame) {
+        let mut out = BytesMut::new();
+        f.encode(&mut out);
+        self.s.write_all(&out).unwrap();
+    }
+}
+
+/// The server's peak resident memory, in bytes, from /proc.
+fn peak_rss(srv: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.child.id())).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB");
+    kib.trim().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn six_hundred_idle_sessions_do_not_stop_a_send() {
+    // More sessions than the runtime has blocking threads (512): each one
+    // only reads the greeting and then says nothing.
+    sockit::sys::raise_open_file_limit();
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    let idle: Vec<Raw> = (0..600).map(|_| Raw::connect(&ep)).collect();
+    let file = tmp.path().join("small.txt");
+    std::fs::write(&file, "through").unwrap();
+    let began = Instant::now();
+    let out = send(&ep, &[&file], &[]);
+    assert_ok(&out);
+    assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
+    assert_eq!(std::fs::read_to_string(dest.join("small.txt")).unwrap(), "through");
+    drop(idle);
+}
+
+#[test]
+fn transfers_past_max_transfers_are_refused_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &["--max-transfers", "2"]);
+    let ep = srv.endpoint("files", 0);
+    // Hostile half-open sessions: one entry each, then silence. The answer
+    // to the entry shows the session holds its slot.
+    let mut holders: Vec<Raw> = (0..2)
+        .map(|i| {
+            let mut r = Raw::connect(&ep);
+            let path = format!("held{i}").into_bytes();
+            r.frame(&Frame::Dir { meta: Meta { mode: 0o755, mtime: 0, mtime_ns: 0 }, path: path.clone() });
+            assert_eq!(r.recv(), Frame::Stored(path));
+            r
+        })
+        .collect();
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "later").unwrap();
+    let out = send(&ep, &[&file], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("server busy: 2 transfers at once; try again later"), "{}", text(&out.stderr));
+    assert!(!dest.join("f.txt").exists());
+    // A session that only connected holds no slot, and one that leaves
+    // gives its slot back.
+    let _idle = Raw::connect(&ep);
+    drop(holders.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = send(&ep, &[&file], &[]);
+        if out.status.success() {
+            break;
+        }
+        assert!(text(&out.stderr).contains("server busy"), "{}", text(&out.stderr));
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(dest.join("f.txt")).unwrap(), "later");
+}
+
+/// A path of 16 directories, 4095 bytes in all: as long as a path may be.
+fn longest_dir_path() -> Vec<u8> {
+    let parts: Vec<String> = (0..16).map(|i| format!("{i:x}").repeat(255)).collect();
+    let p = parts.join("/").into_bytes();
+    assert_eq!(p.len(), 4095);
+    p
+}
+
+#[test]
+fn repeated_dir_frames_hold_no_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &[]);
+    let mut raw = Raw::connect(&srv.endpoint("files", 0));
+    let path = longest_dir_path();
+    const N: usize = 20_000;
+    // Answers are read on another thread while the frames go out.
+    let mut reader = Raw { s: raw.s.try_clone().unwrap(), buf: BytesMut::new() };
+    let p = path.clone();
+    let answers = std::thread::spawn(move || {
+        for _ in 0..N {
+            assert_eq!(reader.recv(), Frame::Stored(p.clone()));
+        }
+    });
+    let mut out = BytesMut::new();
+    let meta = Meta { mode: 0o755, mtime: 0, mtime_ns: 0 };
+    for i in 0..N {
+        Frame::Dir { meta, path: path.clone() }.encode(&mut out);
+        if out.len() > 1 << 20 || i == N - 1 {
+            raw.s.write_all(&out).unwrap();
+            out.clear();
+        }
+    }
+    answers.join().unwrap();
+    let peak = peak_rss(&srv);
+    assert!(peak < 48 << 20, "{N} frames naming one {}-byte path: peak RSS {} MiB", path.len(), peak >> 20);
+    let first = path.split(|&b| b == b'/').next().unwrap();
+    assert!(dest.join(std::str::from_utf8(first).unwrap()).is_dir());
+}
+
+#[test]
+fn distinct_dirs_past_max_dirs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    std::fs::create_dir_all(dest.join("there")).unwrap();
+    let srv = server(&dest, &["--max-dirs", "100"]);
+    let mut raw = Raw::connect(&srv.endpoint("files", 0));
+    let meta = Meta { mode: 0o755, mtime: 0, mtime_ns: 0 };
+    // Directories that exist already cost nothing, however often named.
+    for _ in 0..300 {
+        raw.frame(&Frame::Dir { meta, path: b"there".to_vec() });
+        assert_eq!(raw.recv(), Frame::Stored(b"there".to_vec()));
+    }
+    for i in 0..100 {
+        let path = format!("new{i}").into_bytes();
+        raw.frame(&Frame::Dir { meta, path: path.clone() });
+        assert_eq!(raw.recv(), Frame::Stored(path));
+    }
+    // The same ones again are collapsed into what is held.
+    raw.frame(&Frame::Dir { meta, path: b"new7".to_vec() });
+    assert_eq!(raw.recv(), Frame::Stored(b"new7".to_vec()));
+    raw.frame(&Frame::Dir { meta, path: b"one-too-many".to_vec() });
+    match raw.recv() {
+        Frame::Refused(why) => assert!(why.contains("100 directories") && why.contains("--max-dirs"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!dest.join("one-too-many").exists());
+    // A file in a new directory past the cap is refused too; in one the
+    // session made, or one that was there, it is stored.
+    match raw.send_file(b"there/another/f.txt", b"x") {
+        Frame::Refused(why) => assert!(why.contains("--max-dirs"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(raw.send_file(b"new3/f.txt", b"x"), Frame::Stored(b"new3/f.txt".to_vec()));
+    assert_eq!(raw.send_file(b"there/f.txt", b"x"), Frame::Stored(b"there/f.txt".to_vec()));
+}
+
+#[test]
+fn existing_directories_keep_their_mode_and_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    std::fs::create_dir_all(src.join("old")).unwrap();
+    std::fs::create_dir_all(src.join("new")).unwrap();
+    std::fs::write(src.join("new/f.txt"), "f").unwrap();
+    let sent_time = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    for (d, mode) in [("old", 0o777), ("new", 0o750), ("", 0o777)] {
+        let p = src.join(d);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::File::open(&p).unwrap().set_modified(sent_time).unwrap();
+    }
+    let dest = tmp.path().join("in");
+    std::fs::create_dir_all(dest.join("tree/old")).unwrap();
+    let own_time = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for d in ["tree/old", "tree"] {
+        std::fs::set_permissions(dest.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::File::open(dest.join(d)).unwrap().set_modified(own_time).unwrap();
+    }
+    let srv = server(&dest, &[]);
+    assert_ok(&send(&srv.endpoint("files", 0), &[&src], &[]));
+    let m = std::fs::metadata(dest.join("tree/old")).unwrap();
+    assert_eq!((m.permissions().mode() & 0o777, m.mtime()), (0o700, 1_000_000_000), "an existing directory");
+    let m = std::fs::metadata(dest.join("tree")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o700, "an existing directory");
+    assert_ne!(m.mtime(), 1_600_000_000, "an existing directory");
+    let m = std::fs::metadata(dest.join("tree/new")).unwrap();
+    assert_eq!((m.permissions().mode() & 0o777, m.mtime()), (0o750, 1_600_000_000), "a new directory");
+    assert_eq!(std::fs::read_to_string(dest.join("tree/new/f.txt")).unwrap(), "f");
+}
+
+#[test]
+fn a_rerun_takes_over_from_a_stalled_holder_of_the_file() {
+    let (_tmp, file, dest) = big_source("data.bin", 8);
+    let srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    // A sender that began the same file and then went silent without
+    // closing (killed behind a NAT, a cable pulled): the server still
+    // holds the file for it.
+    let m = std::fs::metadata(&file).unwrap();
+    let meta = Meta { mode: m.permissions().mode() & 0o7777, mtime: m.mtime(), mtime_ns: m.mtime_nsec() as u32 };
+    let mut stalled = Raw::connect(&ep);
+    stalled.frame(&Frame::File { size: m.len(), meta, flags: 0, path: b"data.bin".to_vec() });
+    assert_eq!(stalled.recv(), Frame::Send(0));
+    let data = std::fs::read(&file).unwrap();
+    stalled.s.write_all(&data[..2 << 20]).unwrap();
+    wait_partial(&dest, 2 << 20);
+
+    let out = send(&ep, &[&file], &["--json"]);
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!(j["stored"].as_u64(), Some(1), "{j}");
+    assert!(j["bytes_sent"].as_u64().unwrap() <= 6 << 20, "resumed from the stalled one's data: {j}");
+    assert_eq!(hash(&dest.join("data.bin")), hash(&file));
+    // The stalled session was told why it ended.
+    match stalled.recv() {
+        Frame::Error(why) => assert!(why.contains("took over"), "{why}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_senders_of_one_file_at_once_both_succeed() {
+    let (_tmp, file, dest) = big_source("data.bin", 32);
+    let srv = server(&dest, &[]);
+    let ep = srv.endpoint("files", 0);
+    let mut first = slow_send(&file, &ep, "16MiB");
+    wait_partial(&dest, 4 << 20);
+    let out = send(&ep, &[&file], &["--json"]);
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!((j["stored"].as_u64(), j["same"].as_u64()), (Some(0), Some(1)), "{j}");
+    assert!(j["bytes_sent"].as_u64().unwrap() < 1 << 20, "no second upload: {j}");
+    assert!(first.wait_exit().success(), "{}", first.stderr());
+    assert_eq!(hash(&dest.join("data.bin")), hash(&file));
+}
+
+#[test]
+fn server_text_is_cleaned_before_the_sender_prints_it() {
+    // A hand-made files server whose every word is hostile.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let evil = "\x1b]0;pwned\x07\x1b[2K\rforged";
+    let peer = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut r = Raw { s, buf: BytesMut::new() };
+        r.frame(&Frame::Hello { flags: 0, nonce: [0; 32] });
+        r.frame(&Frame::Ready);
+        let mut answers =
+            vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::Refused(format!("refused{evil}"))]
+                .into_iter();
+        loop {
+            match r.recv() {
+                Frame::File { .. } | Frame::Dir { .. } => {}
+                Frame::Done(_) => {
+                    let next = answers.next().unwrap_or(Frame::Same);
+                    r.frame(&next);
+                }
+                Frame::End => {
+                    r.frame(&Frame::Error(format!("ended{evil}")));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.txt"), tmp.path().join("b.txt"));
+    std::fs::write(&a, "").unwrap();
+    std::fs::write(&b, "").unwrap();
+    let out = send(&ep, &[&a, &b], &[]);
+    peer.join().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("renamedforged.txt") && err.contains("refusedforged") && err.contains("endedforged"),
+        "{err:?}"
+    );
+    assert!(!err.contains('\x1b') && !err.contains('\r') && !err.contains('\x07'), "{err:?}");
+}

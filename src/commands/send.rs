@@ -20,6 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::frames::{FrameReader, FrameStream};
 use crate::services::files::hash_prefix;
 use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, SMALL};
+use crate::text::{clean, clean_bytes};
 use crate::units::{parse_duration, size_in};
 
 /// What `--limit-rate` may be, in bytes per second.
@@ -260,7 +261,7 @@ impl<W: Write> Sender<W> {
 
     fn next_reply(&mut self) -> anyhow::Result<Frame> {
         match self.replies.blocking_recv() {
-            Some(Ok(Frame::Error(why))) => bail!("the server ended the session: {why}"),
+            Some(Ok(Frame::Error(why))) => bail!("the server ended the session: {}", clean(&why)),
             Some(Ok(f)) => Ok(f),
             Some(Err(e)) => bail!("connection lost: {e}; run the same command again to resume"),
             None => bail!("connection lost; run the same command again to resume"),
@@ -275,17 +276,13 @@ impl<W: Write> Sender<W> {
             Frame::Stored(name) => {
                 self.report.stored += 1;
                 if name != p.rel {
-                    let (a, b) =
-                        (String::from_utf8_lossy(&p.rel).into_owned(), String::from_utf8_lossy(&name).into_owned());
+                    let (a, b) = (clean_bytes(&p.rel), clean_bytes(&name));
                     self.bars.suspend(|| eprintln!("sockit: {a} stored as {b}"));
                     self.report.renamed.push((a, b));
                 }
             }
             Frame::Same => self.report.same += 1,
-            Frame::Refused(why) => {
-                self.bars.suspend(|| eprintln!("sockit: not stored: {why}"));
-                self.report.refused.push(why);
-            }
+            Frame::Refused(why) => self.refused(&why),
             other => bail!("protocol error: unexpected {other:?}"),
         }
         Ok(())
@@ -363,6 +360,13 @@ impl<W: Write> Sender<W> {
         Ok(true)
     }
 
+    /// The server refused an entry: its words, made safe to print.
+    fn refused(&mut self, why: &str) {
+        let why = clean(why).into_owned();
+        self.bars.suspend(|| eprintln!("sockit: not stored: {why}"));
+        self.report.refused.push(why);
+    }
+
     fn refuse_locally(&mut self, why: String) {
         self.bars.suspend(|| eprintln!("sockit: not sent: {why}"));
         self.report.refused.push(why);
@@ -398,8 +402,7 @@ impl<W: Write> Sender<W> {
                         answer = self.answer()?;
                     }
                     Frame::Refused(why) => {
-                        self.bars.suspend(|| eprintln!("sockit: not stored: {why}"));
-                        self.report.refused.push(why);
+                        self.refused(&why);
                         return Ok(());
                     }
                     other => bail!("protocol error: unexpected {other:?}"),
@@ -460,7 +463,7 @@ impl<W: Write> Sender<W> {
             // An error from the server (a full disk) stops the stream.
             if let Ok(f) = self.replies.try_recv() {
                 match f {
-                    Ok(Frame::Error(why)) => bail!("the server ended the session: {why}"),
+                    Ok(Frame::Error(why)) => bail!("the server ended the session: {}", clean(&why)),
                     Ok(f) => bail!("protocol error: unexpected {f:?} during file data"),
                     Err(e) => bail!("connection lost: {e}; run the same command again to resume"),
                 }

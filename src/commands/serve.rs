@@ -37,6 +37,13 @@ pub const QUIET_ABOVE_RANGE: RangeInclusive<u64> = 0..=1_000_000;
 pub const RATE_RANGE: RangeInclusive<u64> = 1..=1_000_000;
 /// What `--max-size` may be: 16 TiB, the largest file ext4 holds.
 pub const MAX_SIZE_RANGE: RangeInclusive<u64> = 1..=16 << 40;
+/// What `--max-transfers` may be: each holds a thread of the runtime's
+/// blocking pool (512) while it writes.
+pub const MAX_TRANSFERS_RANGE: RangeInclusive<u64> = 1..=256;
+/// What `--max-dirs` may be: each costs up to 450 bytes for the session.
+pub const MAX_DIRS_RANGE: RangeInclusive<u64> = 1..=10_000_000;
+/// What `--max-handshakes` may be, per address.
+pub const MAX_HANDSHAKES_RANGE: RangeInclusive<u64> = 1..=1024;
 /// What `--max-output` may be: 0 (exit status only) up to 16 GiB a command.
 pub const MAX_OUTPUT_RANGE: RangeInclusive<u64> = 0..=16 << 30;
 
@@ -239,17 +246,40 @@ pub struct FilesArgs {
     /// for a resume, then deleted.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub partial_ttl: Duration,
+
+    /// Files: sessions receiving at once (each holds a disk thread from
+    /// its first entry to its end); one more is told "server busy". A
+    /// session that only connected does not count.
+    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_TRANSFERS,
+          value_parser = number_in::<usize>(MAX_TRANSFERS_RANGE))]
+    pub max_transfers: usize,
+
+    /// Files: directories one session may create (each is remembered, in
+    /// under 450 bytes, to set its mode and time at the end); entries that
+    /// need more are refused, and a second run stores the rest.
+    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_DIRS,
+          value_parser = number_in::<usize>(MAX_DIRS_RANGE))]
+    pub max_dirs: usize,
 }
 
 impl FilesArgs {
     /// The files configuration.
-    pub fn config(&self, token: Option<Vec<u8>>) -> FilesConfig {
+    pub fn config(&self, token: Option<Vec<u8>>, handshakes_per_address: u32) -> FilesConfig {
         let policy = match (self.overwrite, self.rename) {
             (true, _) => Policy::Overwrite,
             (_, true) => Policy::Rename,
             _ => Policy::Refuse,
         };
-        FilesConfig { dir: self.dir.clone(), token, policy, max_size: self.max_size, partial_ttl: self.partial_ttl }
+        FilesConfig {
+            dir: self.dir.clone(),
+            token,
+            policy,
+            max_size: self.max_size,
+            partial_ttl: self.partial_ttl,
+            max_transfers: self.max_transfers,
+            max_dirs: self.max_dirs,
+            handshakes_per_address,
+        }
     }
 }
 
@@ -290,6 +320,13 @@ pub struct ExecArgs {
     /// past it, the rest is dropped and the client told.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = size_in(MAX_OUTPUT_RANGE))]
     pub max_output: u64,
+
+    /// Exec and files: token handshakes one address (an IPv6 /64) may have
+    /// open at once; more are refused at once. Each address's proofs are
+    /// checked one at a time, spaced by its failures, whatever the number.
+    #[arg(long, value_name = "N", default_value_t = crate::auth::DEFAULT_PENDING_PER_ADDRESS,
+          value_parser = number_in::<u32>(MAX_HANDSHAKES_RANGE))]
+    pub max_handshakes: u32,
 
     /// Exec: allow listening on a non-loopback address without TLS, where
     /// anyone on the path reads commands and output.
@@ -346,6 +383,7 @@ impl ExecArgs {
             env: self.env.clone(),
             timeout: self.timeout,
             max_output: self.max_output,
+            handshakes_per_address: self.max_handshakes,
         })
     }
 }
@@ -433,7 +471,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let files = match plan.iter().any(|(s, _)| *s == ServiceName::Files) {
         true => {
-            Some(Arc::new(Files::new(args.files.config(crate::auth::read_token(args.exec.token_file.as_deref())?))))
+            let token = crate::auth::read_token(args.exec.token_file.as_deref())?;
+            Some(Arc::new(Files::new(args.files.config(token, args.exec.max_handshakes))))
         }
         false => None,
     };

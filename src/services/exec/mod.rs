@@ -71,6 +71,9 @@ pub struct ExecConfig {
     /// Output (stdout and stderr together) sent back per run; the rest is
     /// dropped with a notice.
     pub max_output: u64,
+    /// Token handshakes one address may have open at once
+    /// ([`Throttle`](crate::auth::Throttle)).
+    pub handshakes_per_address: u32,
 }
 
 /// The exec service.
@@ -83,7 +86,7 @@ pub struct Exec {
 impl Exec {
     /// An exec service.
     pub fn new(config: ExecConfig) -> Self {
-        Exec { config, throttle: Throttle::default() }
+        Exec { throttle: Throttle::new(config.handshakes_per_address), config }
     }
 }
 
@@ -114,6 +117,11 @@ impl Service for Exec {
             }
         }
         Ok(())
+    }
+
+    /// The socket, the command's three pipes and the pidfd that watches it.
+    fn descriptors(&self) -> usize {
+        5
     }
 }
 

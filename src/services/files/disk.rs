@@ -2,12 +2,12 @@
 //! on one blocking thread per session (and a second that syncs batches of
 //! small files), fed by the session's network side in `mod.rs`.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -16,12 +16,14 @@ use tracing::{info, warn};
 
 mod big;
 mod commit;
+mod dirs;
 
 use self::big::Incoming;
+use self::dirs::Dirs;
 
 use self::commit::{Staged, StagedFile, Tmp, commit, discard};
 use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR, SMALL};
-use super::{BATCH_BYTES, BATCH_FILES, FilesConfig, Head, Job, LINGER, MAX_DIRS, Policy, SmallFile};
+use super::{BATCH_BYTES, Busy, FilesConfig, Head, Job, LINGER, Policy, STAGED_TEXT, Session, SmallFile};
 use crate::units::format_size;
 
 /// Where a name leads, once checked.
@@ -51,19 +53,25 @@ pub(super) struct Disk {
     dir: PathBuf,
     policy: Policy,
     max_size: u64,
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: Busy,
+    /// This session, as other sessions see it.
+    session: Arc<Session>,
     replies: mpsc::Sender<Vec<Frame>>,
-    outbox: std::cell::RefCell<Vec<Frame>>,
-    last_dir: std::cell::RefCell<Option<(Vec<u8>, Parent)>>,
+    outbox: RefCell<Vec<Frame>>,
+    last_dir: RefCell<Option<(Vec<u8>, Parent)>>,
     /// Directories this session created: nothing was in them but what it
-    /// put there, so a new name needs no look first.
-    fresh: HashSet<Vec<u8>>,
+    /// put there, so a new name needs no look first; and they take the
+    /// sender's modes and times at the end (no other directory does).
+    dirs: RefCell<Dirs>,
     batch_files: usize,
     staged: Vec<Staged>,
     staged_bytes: u64,
+    /// Bytes of paths and answers in `staged`.
+    staged_text: usize,
     staged_since: Option<Instant>,
     runtime: tokio::runtime::Handle,
-    dirs: Vec<(Vec<u8>, Meta)>,
+    /// End was done: the session finished whole.
+    ended: bool,
     pending: Option<Head>,
     incoming: Option<Incoming>,
 }
@@ -71,8 +79,10 @@ pub(super) struct Disk {
 impl Disk {
     pub(super) fn open(
         config: &FilesConfig,
-        busy: Arc<Mutex<HashSet<String>>>,
+        busy: Busy,
+        session: Arc<Session>,
         replies: mpsc::Sender<Vec<Frame>>,
+        batch_files: usize,
     ) -> io::Result<Disk> {
         let ctx = |what: &str| {
             let dir = config.dir.display().to_string();
@@ -97,18 +107,18 @@ impl Disk {
             policy: config.policy,
             max_size: config.max_size,
             busy,
+            session,
             replies,
             outbox: Default::default(),
             last_dir: Default::default(),
-            fresh: HashSet::new(),
-            batch_files: rustix::process::getrlimit(rustix::process::Resource::Nofile)
-                .current
-                .map_or(BATCH_FILES, |n| (n as usize / 8).clamp(16, BATCH_FILES)),
+            dirs: RefCell::new(Dirs::new(config.max_dirs)),
+            batch_files,
             staged: Vec::new(),
             staged_bytes: 0,
+            staged_text: 0,
             staged_since: None,
             runtime: tokio::runtime::Handle::current(),
-            dirs: Vec::new(),
+            ended: false,
             pending: None,
             incoming: None,
         })
@@ -130,14 +140,33 @@ impl Disk {
         if out.is_empty() {
             return Ok(());
         }
-        self.replies.blocking_send(out).map_err(|_| io::Error::other("the connection closed"))
+        // A sender that reads no answers (its side of the connection
+        // gone quiet) must not keep this thread, and the file it holds,
+        // once another session has taken that over.
+        self.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                sent = self.replies.send(out) => sent.map_err(|_| io::Error::other("the connection closed")),
+                _ = self.session.stop.cancelled() => Err(taken_over()),
+            }
+        })
     }
 
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>, sweep: Option<Duration>) -> io::Result<()> {
         if let Some(ttl) = sweep {
             self.sweep(ttl);
         }
-        let result = self.work(&mut jobs).and_then(|()| self.join_commit());
+        let result = self.work(&mut jobs);
+        // A big file cut short stays for a resume; its key goes now, for
+        // whoever sends it again.
+        self.incoming = None;
+        let result = result.and_then(|()| self.join_commit());
+        // Ended by another session that took over its file: say so (the
+        // queue closing looks like a sender that left).
+        let result = match result {
+            Ok(()) if !self.ended && self.session.stop.is_cancelled() => Err(taken_over()),
+            other => other,
+        };
         // Small files not yet synced and named are not kept; a big one
         // stays for resume (its key is released by the guard).
         for s in std::mem::take(&mut self.staged) {
@@ -198,15 +227,7 @@ impl Disk {
         }
         match job {
             Job::Dir { meta, path } => {
-                let answer = if self.dirs.len() >= MAX_DIRS {
-                    Err(Refusal(format!("{}: over {MAX_DIRS} directories in one session", show(&path))))
-                } else {
-                    self.make_dir(&path)
-                };
-                let answer = answer.map(|()| {
-                    self.dirs.push((path.clone(), meta));
-                    Frame::Stored(path)
-                });
+                let answer = self.make_dir(&path, meta).map(|()| Frame::Stored(path));
                 self.answer(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
             }
             Job::Small(files) => {
@@ -231,6 +252,7 @@ impl Disk {
             Job::End => {
                 self.finish_dirs();
                 self.reply(Frame::Bye)?;
+                self.ended = true;
                 return Ok(true);
             }
         }
@@ -246,33 +268,39 @@ impl Disk {
         {
             return Ok(parent.clone());
         }
-        let parent = Parent { fresh: self.fresh.contains(&key), fd: Arc::new(self.walk(path, dirs, true)?.0) };
+        let fd = Arc::new(self.walk(path, dirs, true)?);
+        let parent = Parent { fresh: self.dirs.borrow().created(dirs), fd };
         *self.last_dir.borrow_mut() = Some((key, parent.clone()));
         Ok(parent)
     }
 
-    /// Creates a directory (and its parents), confined.
-    fn make_dir(&mut self, path: &[u8]) -> Result<(), Refusal> {
+    /// Creates a directory (and its parents), confined; it takes the
+    /// sender's mode and time at the end only if this session created it.
+    fn make_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), Refusal> {
         let parts = wire::check_path(path).map_err(|e| refusal(path, e))?;
-        let (_, created) = self.walk(path, &parts, true)?;
-        if created {
-            self.fresh.insert(parts.join(&b'/'));
-        }
+        self.walk(path, &parts, true)?;
+        self.dirs.get_mut().set_meta(&parts, meta);
         Ok(())
     }
 
     /// Opens the directory `parts` names under the root, creating missing
-    /// ones if asked; never follows a symlink. True when this call created
-    /// the last one.
-    fn walk(&self, path: &[u8], parts: &[&[u8]], create: bool) -> Result<(OwnedFd, bool), Refusal> {
+    /// ones if asked (and remembering them); never follows a symlink.
+    fn walk(&self, path: &[u8], parts: &[&[u8]], create: bool) -> Result<OwnedFd, Refusal> {
         let mut cur = rustix::io::dup(&self.root).map_err(|e| refusal(path, e))?;
-        let mut created = false;
-        for part in parts {
-            created = false;
+        for (i, part) in parts.iter().enumerate() {
             let next = match rustix::fs::openat(&cur, *part, dir_flags(), Mode::empty()) {
                 Err(rustix::io::Errno::NOENT) if create => {
+                    let mut dirs = self.dirs.borrow_mut();
+                    if dirs.room_for(&parts[..=i]).is_err() {
+                        return Err(Refusal(format!(
+                            "{}: this session made {} directories, the server's limit (--max-dirs); \
+                             send again to store the rest",
+                            show(path),
+                            dirs.max()
+                        )));
+                    }
                     match rustix::fs::mkdirat(&cur, *part, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => created = true,
+                        Ok(()) => dirs.record_created(&parts[..=i]).expect("room checked"),
                         Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(refusal(path, io_with(e, "cannot create a directory"))),
                     }
@@ -289,7 +317,7 @@ impl Disk {
                 e => refusal(path, e),
             })?;
         }
-        Ok((cur, created))
+        Ok(cur)
     }
 
     /// Where a file entry goes, by the policy and the sender's flag; or why
@@ -421,6 +449,7 @@ impl Disk {
             return self.answer(Frame::Refused(e.to_string()));
         }
         self.staged_bytes += head.size;
+        self.staged_text += t.name.len() + t.shown.len();
         self.staged_since.get_or_insert_with(Instant::now);
         self.staged.push(Staged::File(StagedFile {
             tmp,
@@ -431,7 +460,8 @@ impl Disk {
             size: head.size,
             hash,
         }));
-        if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES {
+        if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES || self.staged_text >= STAGED_TEXT
+        {
             // Synced on another thread while this one writes the next batch.
             self.flush(false)?;
         }
@@ -443,7 +473,13 @@ impl Disk {
         if self.staged.is_empty() && self.committing.is_none() {
             return self.reply(f);
         }
+        self.staged_text += text_len(&f);
         self.staged.push(Staged::Answer(f));
+        if self.staged.len() >= self.batch_files || self.staged_text >= STAGED_TEXT {
+            // A long run of answers behind one small file is held to the
+            // same bound as the files.
+            self.flush(false)?;
+        }
         Ok(())
     }
 
@@ -456,6 +492,7 @@ impl Disk {
             self.send_replies()?;
             let batch = std::mem::take(&mut self.staged);
             self.staged_bytes = 0;
+            self.staged_text = 0;
             self.staged_since = None;
             let (partial, replies, span) = (self.partial.clone(), self.replies.clone(), tracing::Span::current());
             self.committing = Some(std::thread::spawn(move || span.in_scope(|| commit(batch, &partial, &replies))));
@@ -484,14 +521,18 @@ impl Disk {
 
     /// Sets the directories' modes and times last, deepest first, so that
     /// neither a read-only mode nor the files stored in them get in the way.
+    /// Only directories this session created take the sender's metadata:
+    /// one that was there keeps its own.
     fn finish_dirs(&mut self) {
-        for (path, meta) in std::mem::take(&mut self.dirs).into_iter().rev() {
-            if let Ok(parts) = wire::check_path(&path)
-                && let Ok((fd, _)) = self.walk(&path, &parts, false)
+        let mut dirs = std::mem::replace(self.dirs.get_mut(), Dirs::new(0));
+        dirs.drain_finished(|path, meta| {
+            if let Ok(parts) = wire::check_path(path)
+                && let Ok(fd) = self.walk(path, &parts, false)
             {
                 let _ = set_meta(&fd, &meta, true);
             }
-        }
+        });
+        *self.dirs.get_mut() = dirs;
     }
 
     /// Deletes small-file temporaries of dead sessions and partial files
@@ -504,12 +545,29 @@ impl Disk {
             let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
             let limit = if name.starts_with("tmp-") { Duration::from_secs(3600) } else { ttl };
             let key = name.trim_end_matches(".part");
-            if age.is_some_and(|a| a >= limit) && !busy.contains(key) {
+            if age.is_some_and(|a| a >= limit) && !busy.contains_key(key) {
                 info!(partial = %name, "expired; deleted");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
+}
+
+/// The bytes of text (a path, a message) an answer holds.
+fn text_len(f: &Frame) -> usize {
+    match f {
+        Frame::Stored(t) => t.len(),
+        Frame::Refused(t) | Frame::Error(t) => t.len(),
+        _ => 0,
+    }
+}
+
+/// Why a session ended when another took over its file.
+fn taken_over() -> io::Error {
+    io::Error::other(
+        "another connection took over the file this one was receiving (this one had stalled, or its sender was \
+         gone); run the same command again to resume",
+    )
 }
 
 fn is_full(e: &io::Error) -> bool {

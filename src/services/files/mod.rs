@@ -11,23 +11,45 @@
 //! - Names are confined to the directory: besides the rules of
 //!   [`wire::check_path`], every directory on the way is opened without
 //!   following symlinks, and a device, FIFO or socket is never written.
-//! - Disk work (`disk.rs`) runs on a blocking thread per session, fed through bounded
-//!   queues: the network is read while the disk is written, and a stalled
-//!   disk or client holds memory to a few MiB.
+//! - Disk work (`disk.rs`) runs on a blocking thread per session, fed
+//!   through bounded queues: the network is read while the disk is
+//!   written. The thread starts with the session's first entry (a session
+//!   that only connected holds none), and at most `--max-transfers`
+//!   sessions have one at once: the next is told the server is busy.
+//! - One writer per partial file: a second session for the same file waits
+//!   for the first to finish (then finds the file there), and takes over
+//!   from one whose sender is gone, or silent for 3 s (`STALL`).
+//!
+//! Memory per session is bounded, whatever the sender does: under 90 MiB at
+//! the defaults in the worst case (every path of the longest length), a few
+//! MiB for a usual session:
+//! - received data waiting for the disk: 8 jobs (`QUEUE`) of at most 2 MiB
+//!   (a 1 MiB piece of a big file, or small files and their paths up to
+//!   [`wire::SMALL`] and one more), plus one in the hands of each side: ≤ 20 MiB;
+//! - answers waiting for the sender to read them: 8 batches (`REPLY_QUEUE`) of
+//!   at most 256 frames (a path or message each, ≤ 4 KiB): ≤ 10 MiB;
+//! - small files written and waiting for their sync: 4 MiB (`STAGED_TEXT`) of
+//!   paths and answers per batch, one batch staged and one being synced:
+//!   ≤ 10 MiB (their data is on disk already);
+//! - the directories the session created: `--max-dirs` of them, under 450
+//!   bytes each (a name is at most 255 bytes): ≤ 45 MiB at the default
+//!   [`DEFAULT_MAX_DIRS`]. A directory named again costs nothing.
 
 mod disk;
 pub mod wire;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use self::disk::Disk;
 use self::wire::{Frame, Hash, Meta, SMALL};
@@ -39,18 +61,32 @@ use crate::{Conn, Service};
 pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
 /// Default for [`FilesConfig::partial_ttl`]: a day.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default for [`FilesConfig::max_transfers`]: well below the runtime's 512
+/// blocking threads, which the rest of the server needs too.
+pub const DEFAULT_MAX_TRANSFERS: usize = 64;
+/// Default for [`FilesConfig::max_dirs`].
+pub const DEFAULT_MAX_DIRS: usize = 100_000;
 /// Small files wait for one sync of the filesystem in batches of at most
 /// this many (each holds a descriptor until then; fewer when the
 /// open-file limit is low), or [`BATCH_BYTES`].
 const BATCH_FILES: usize = 4096;
 const BATCH_BYTES: u64 = 64 << 20;
-/// Directories one session may create: their modes and times are kept
-/// in memory until the end.
-const MAX_DIRS: usize = 1_000_000;
+/// Paths and answers held for one batch of small files (and the answers
+/// queued behind it), in bytes: past it the batch is synced.
+const STAGED_TEXT: usize = 4 << 20;
 /// How long staged small files may wait for more to share their sync.
 const LINGER: Duration = Duration::from_millis(10);
 /// Data pieces queued between the network and the disk, per session.
 const QUEUE: usize = 8;
+/// Batches of answers queued for the sender, per session.
+const REPLY_QUEUE: usize = 8;
+/// How long a session waits for another that is receiving the same file
+/// (it then finds the file there, or resumes it).
+const KEY_WAIT: Duration = Duration::from_secs(60);
+/// A session receiving a file that nothing came from, and whose disk side
+/// did nothing, for this long is taken over by a new session for the
+/// same file: its sender was killed behind a NAT, or is stuck.
+const STALL: Duration = Duration::from_secs(3);
 /// A big file's data is handed to the disk's writeback every this many bytes.
 const WRITEBACK: u64 = 32 << 20;
 /// Partial directories are swept at most this often.
@@ -82,6 +118,15 @@ pub struct FilesConfig {
     pub max_size: u64,
     /// Partial files untouched for this long are deleted.
     pub partial_ttl: Duration,
+    /// Sessions receiving at once (each has a disk thread); more are
+    /// refused with "server busy" (`--max-transfers`).
+    pub max_transfers: usize,
+    /// Directories one session may create; entries that need more are
+    /// refused (`--max-dirs`).
+    pub max_dirs: usize,
+    /// Token handshakes one address may have open at once
+    /// ([`Throttle`](crate::auth::Throttle)).
+    pub handshakes_per_address: u32,
 }
 
 /// The files service.
@@ -90,7 +135,9 @@ pub struct Files {
     config: FilesConfig,
     throttle: Throttle,
     /// Partial files being written now, by key: one writer each.
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: Busy,
+    /// One permit per session with a disk thread.
+    transfers: Arc<Semaphore>,
     last_sweep: AtomicU64,
     started: Instant,
 }
@@ -99,8 +146,9 @@ impl Files {
     /// A files service.
     pub fn new(config: FilesConfig) -> Self {
         Files {
+            transfers: Arc::new(Semaphore::new(config.max_transfers)),
+            throttle: Throttle::new(config.handshakes_per_address),
             config,
-            throttle: Throttle::default(),
             busy: Arc::default(),
             last_sweep: AtomicU64::new(u64::MAX),
             started: Instant::now(),
@@ -119,14 +167,64 @@ impl Files {
 /// positioned at `n`: for a resumed file, on both sides, and for comparing
 /// with a copy already there.
 pub fn hash_prefix(file: &mut std::fs::File, n: u64) -> io::Result<blake3::Hasher> {
+    hash_prefix_with(file, n, || Ok(()))
+}
+
+/// [`hash_prefix`], calling `tick` every MiB: it may stop the work with an
+/// error.
+fn hash_prefix_with(
+    file: &mut std::fs::File,
+    n: u64,
+    mut tick: impl FnMut() -> io::Result<()>,
+) -> io::Result<blake3::Hasher> {
     use std::io::{Read, Seek, SeekFrom};
     let mut hasher = blake3::Hasher::new();
     file.seek(SeekFrom::Start(0))?;
-    let read = std::io::copy(&mut (&mut *file).take(n), &mut hasher)?;
-    if read < n {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+    let mut left = n;
+    while left > 0 {
+        let read = std::io::copy(&mut (&mut *file).take(left.min(1 << 20)), &mut hasher)?;
+        if read == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+        }
+        left -= read;
+        tick()?;
     }
     Ok(hasher)
+}
+
+/// Partial files being written, by key, with the session writing each.
+type Busy = Arc<Mutex<HashMap<String, Arc<Session>>>>;
+
+/// What other sessions may see of a session, and tell it: a session that
+/// wants the file this one is receiving stops it when it is dead or stuck.
+#[derive(Debug, Default)]
+struct Session {
+    /// Cancelled when another session takes over this one's file: this
+    /// one ends.
+    stop: CancellationToken,
+    /// When a frame or data last came from the sender, or the disk side
+    /// last made progress ([`now_ms`]).
+    active: AtomicU64,
+    /// Nothing more will come from the sender: its connection ended.
+    gone: AtomicBool,
+}
+
+impl Session {
+    fn touch(&self) {
+        self.active.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether another session may take over from this one.
+    fn stalled(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+            || now_ms().saturating_sub(self.active.load(Ordering::Relaxed)) >= STALL.as_millis() as u64
+    }
+}
+
+/// Milliseconds on a clock of this process.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Work for the session's disk thread, in the order frames arrived.
@@ -168,6 +266,22 @@ enum Opened {
     Refused,
 }
 
+/// Small files per sync: each holds a descriptor until its batch is synced
+/// and named, and a session has two batches in hand (one staged, one
+/// syncing). A session alone takes batches of an eighth of the open-file
+/// limit (at most [`BATCH_FILES`]); sessions at once share what is left of
+/// the server's budget, down to [`MIN_BATCH_FILES`] each.
+fn batch_files() -> usize {
+    crate::sys::open_file_limit().map_or(BATCH_FILES, |n| (n / 8).clamp(MIN_BATCH_FILES, BATCH_FILES))
+}
+
+/// The smallest batch of small files a session syncs at once.
+const MIN_BATCH_FILES: usize = 16;
+
+/// Descriptors a session's disk side holds besides its batches: the
+/// receiving and partial directories, and a big file.
+const DISK_DESCRIPTORS: usize = 3;
+
 impl Service for Files {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let mut s = FrameStream::<Conn, Frame>::new(conn);
@@ -175,13 +289,53 @@ impl Service for Files {
             return Ok(());
         }
         let (conn, rest) = s.into_parts();
+        let descriptors = conn.descriptors();
         let (rd, mut wr) = tokio::io::split(conn);
         let mut rd = FrameReader::<_, Frame>::new(rd, rest);
+        // Until the first entry, the session holds a task and its socket
+        // only: no thread, no transfer slot.
+        let first = match rd.recv().await? {
+            None => return Ok(()),
+            Some(Frame::End) => return write_frames(&mut wr, &[Frame::Bye]).await,
+            Some(f) => f,
+        };
+        let max = self.config.max_transfers;
+        let slot = match self.transfers.clone().try_acquire_owned() {
+            Err(_) => Err(format!("server busy: {max} transfers at once; try again later")),
+            // The disk side's files come out of the server's open-file
+            // budget, as connections do.
+            Ok(permit) => {
+                let want = DISK_DESCRIPTORS + 2 * batch_files();
+                match descriptors.reserve_up_to(want, DISK_DESCRIPTORS + 2 * MIN_BATCH_FILES) {
+                    None => Err("server busy: out of open files; try again later".to_string()),
+                    Some((fds, n)) => Ok((permit, fds, (n - DISK_DESCRIPTORS) / 2)),
+                }
+            }
+        };
+        let permit = match slot {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(max_transfers = max, "refused: {why}");
+                let _ = write_frames(&mut wr, &[Frame::Error(why)]).await;
+                linger(&mut rd, &mut wr).await;
+                return Ok(());
+            }
+        };
+        let session = Arc::new(Session::default());
+        session.touch();
         let (jobs, job_rx) = mpsc::channel(QUEUE);
-        let (reply_tx, mut replies) = mpsc::channel::<Vec<Frame>>(64);
-        let disk = Disk::open(&self.config, self.busy.clone(), reply_tx)?;
+        let (reply_tx, mut replies) = mpsc::channel::<Vec<Frame>>(REPLY_QUEUE);
+        let (permit, _fds, batch) = permit;
+        let disk = Disk::open(&self.config, self.busy.clone(), session.clone(), reply_tx, batch)?;
         let sweep = self.sweep_due().then_some(self.config.partial_ttl);
-        let worker = tokio::task::spawn_blocking(move || disk.run(job_rx, sweep));
+        // Cancelled when the disk thread ends, however: the reader stops too.
+        let disk_done = CancellationToken::new();
+        let done_guard = disk_done.clone().drop_guard();
+        let worker = tokio::task::spawn_blocking(move || {
+            let _slot = (permit, _fds);
+            let _done = done_guard;
+            disk.run(job_rx, sweep)
+        });
         let writer = async move {
             let mut buf = BytesMut::new();
             while let Some(frames) = replies.recv().await {
@@ -196,19 +350,52 @@ impl Service for Files {
             io::Result::Ok(wr)
         };
         // The reader owns the job queue: when it stops, the disk thread
-        // finishes, which closes the replies, which ends the writer.
-        let (read, written) = tokio::join!(receive(&mut rd, jobs), writer);
+        // finishes, which closes the replies, which ends the writer. It
+        // stops when the disk thread ends first, or when another session
+        // takes over this one's file.
+        let reader = async {
+            let gone = || io::Error::other("stopped: the disk side ended the session");
+            let read = tokio::select! {
+                biased;
+                r = receive(&mut rd, jobs, first, &session) => r,
+                _ = disk_done.cancelled() => Err(gone()),
+                _ = session.stop.cancelled() => Err(io::Error::other("stopped: another session took over its file")),
+            };
+            if read.is_err() {
+                session.gone.store(true, Ordering::Relaxed);
+            }
+            read
+        };
+        let (read, written) = tokio::join!(reader, writer);
         let disk_result = worker.await.map_err(io::Error::other)?;
         let mut wr = written?;
         if let Err(e) = disk_result.and(read) {
-            // Let the error frame reach the sender before the close: stop
-            // writing, and drain what it still sends for a moment.
-            let _ = wr.shutdown().await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), rd.chunk(1 << 20)).await;
+            linger(&mut rd, &mut wr).await;
             return Err(e);
         }
         Ok(())
     }
+}
+
+async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, frames: &[Frame]) -> io::Result<()> {
+    let mut buf = BytesMut::new();
+    frames.iter().for_each(|f| f.encode(&mut buf));
+    wr.write_all(&buf).await?;
+    wr.flush().await
+}
+
+/// Lets an error frame reach the sender before the close: stops writing,
+/// and drains what the sender still sends for a moment (closing with its
+/// data unread would reset the connection, and the frame could be lost).
+async fn linger<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpin>(
+    rd: &mut FrameReader<R, Frame>,
+    wr: &mut W,
+) {
+    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while rd.chunk(1 << 20).await.is_ok_and(|c| !c.is_empty()) {}
+    })
+    .await;
 }
 
 /// Reads entries and file data off the connection and hands them to the
@@ -216,10 +403,12 @@ impl Service for Files {
 async fn receive<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut FrameReader<R, Frame>,
     jobs: mpsc::Sender<Job>,
+    first: Frame,
+    session: &Session,
 ) -> io::Result<()> {
     let gone = || io::Error::other("stopped: the disk side ended the session");
     let send = |job| async { jobs.send(job).await.map_err(|_| gone()) };
-    let mut carried = None;
+    let mut carried = Some(first);
     loop {
         let frame = match carried.take() {
             Some(f) => f,
@@ -228,6 +417,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                 .await?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the sender left before End"))?,
         };
+        session.touch();
         match frame {
             Frame::Dir { meta, path } => send(Job::Dir { meta, path }).await?,
             Frame::File { size, meta, flags, path } if size <= SMALL => {
@@ -239,7 +429,9 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                 while let Some(Frame::File { size, meta, flags, path }) = next {
                     let data = rd.exact(size as usize).await?;
                     let hash = expect_done(rd).await?;
-                    bytes += size;
+                    // Paths count too: a batch of many tiny files with long
+                    // names is held to the same size.
+                    bytes += size + path.len() as u64;
                     let intact = *blake3::hash(&data).as_bytes() == hash;
                     batch.push(SmallFile { head: Head { size, meta, flags, path }, data, hash, intact });
                     next = None;
@@ -267,6 +459,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                             let mut left = size - offset;
                             while left > 0 {
                                 let piece = rd.chunk(left.min(1 << 20) as usize).await?;
+                                session.touch();
                                 left -= piece.len() as u64;
                                 send(Job::Data(piece)).await?;
                             }

@@ -2,19 +2,18 @@
 //! hashed on the way (a resumed file's earlier part too), fsynced and
 //! renamed into place when the sender's BLAKE3 matches.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use tracing::{info, warn};
 
 use super::super::wire::{Frame, Hash};
-use super::super::{Head, Opened, WRITEBACK};
-use super::{Disk, Refusal, describe_disk_error, set_meta, show};
+use super::super::{Busy, Head, KEY_WAIT, Opened, Session, WRITEBACK};
+use super::{Disk, Refusal, Target, describe_disk_error, hash_at, set_meta, show, taken_over};
 
 /// A big file being received.
 pub(super) struct Incoming {
@@ -34,46 +33,105 @@ pub(super) struct Incoming {
 }
 
 /// Releases a partial file's key when its writer ends.
-pub(super) struct BusyGuard(Arc<Mutex<HashSet<String>>>, String);
+pub(super) struct BusyGuard {
+    busy: Busy,
+    key: String,
+    session: Arc<Session>,
+}
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if busy.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.session)) {
+            busy.remove(&self.key);
+        }
     }
 }
 
+/// How [`Disk::claim`] went.
+enum Claim {
+    /// This session is the file's one writer now; true if it had to wait
+    /// (the file may be there now).
+    Held(BusyGuard, bool),
+    /// Another session kept it for all of [`KEY_WAIT`].
+    Busy,
+}
+
 impl Disk {
-    pub(super) fn open_big(&mut self, head: Head, proceed: bool) -> io::Result<Opened> {
-        let t = match self.target(&head, proceed) {
+    /// Where a big file goes, or the answer that it does not.
+    fn target_big(&mut self, head: Head, proceed: bool) -> io::Result<Result<(Target, Head), Opened>> {
+        match self.target(&head, proceed) {
             Err(Refusal(why)) => {
                 self.reply(Frame::Refused(why))?;
-                return Ok(Opened::Refused);
+                Ok(Err(Opened::Refused))
             }
             Ok(Err(hash)) => {
                 self.pending = Some(head);
                 self.reply(Frame::Exists(hash))?;
-                return Ok(Opened::Exists);
+                Ok(Err(Opened::Exists))
             }
-            Ok(Ok(t)) => t,
-        };
-        let key = partial_key(&head);
-        // A sender run again at once after being killed may come before
-        // its old connection is noticed gone: give that a moment.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) && Instant::now() < deadline {
+            Ok(Ok(t)) => Ok(Ok((t, head))),
+        }
+    }
+
+    /// Becomes the one writer of the partial file `key`. Another session
+    /// writing it is waited for (bounded by [`KEY_WAIT`]): a sender run
+    /// twice at once then finds the file there when the first is done.
+    /// One whose sender is gone (killed, and its connection not yet wound
+    /// down) or silent for [`super::super::STALL`] (killed behind a NAT,
+    /// stuck) is told to stop, so that a run again at once resumes.
+    fn claim(&self, key: &str) -> Claim {
+        let deadline = Instant::now() + KEY_WAIT;
+        let mut waited = false;
+        loop {
+            {
+                let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+                match busy.get(key) {
+                    None => {
+                        busy.insert(key.to_string(), self.session.clone());
+                        let guard =
+                            BusyGuard { busy: self.busy.clone(), key: key.to_string(), session: self.session.clone() };
+                        return Claim::Held(guard, waited);
+                    }
+                    Some(holder) if holder.stalled() && !holder.stop.is_cancelled() => {
+                        info!("taking over a file from a stalled session");
+                        holder.stop.cancel();
+                    }
+                    Some(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Claim::Busy;
+            }
+            waited = true;
             std::thread::sleep(Duration::from_millis(20));
         }
-        let guard = {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if !busy.insert(key.clone()) {
-                drop(busy);
+    }
+
+    pub(super) fn open_big(&mut self, head: Head, proceed: bool) -> io::Result<Opened> {
+        let (t, head) = match self.target_big(head, proceed)? {
+            Ok(x) => x,
+            Err(answer) => return Ok(answer),
+        };
+        let key = partial_key(&head);
+        // Answers so far go out before a wait.
+        self.send_replies()?;
+        let (guard, t, head) = match self.claim(&key) {
+            Claim::Busy => {
                 self.reply(Frame::Refused(format!(
-                    "{}: another connection is receiving this file now; try again when it is done",
-                    show(&head.path)
+                    "{}: another connection has been receiving this file for over {} s and still is; \
+                     try again when it is done",
+                    show(&head.path),
+                    KEY_WAIT.as_secs()
                 )))?;
                 return Ok(Opened::Refused);
             }
-            BusyGuard(self.busy.clone(), key.clone())
+            Claim::Held(guard, false) => (guard, t, head),
+            // Another session had it: it may be there now, whole.
+            Claim::Held(guard, true) => match self.target_big(head, proceed)? {
+                Ok((t, head)) => (guard, t, head),
+                Err(answer) => return Ok(answer),
+            },
         };
         let part = format!("{key}.part");
         let opened = (|| {
@@ -89,12 +147,18 @@ impl Disk {
                 file.set_len(0)?;
                 have = 0;
             }
-            // What is already here counts toward the end-to-end hash.
-            let hasher = super::super::hash_prefix(&mut file, have)?;
+            // What is already here counts toward the end-to-end hash. It
+            // may be much: this session is busy, not stalled, meanwhile.
+            let session = &self.session;
+            let hasher = super::super::hash_prefix_with(&mut file, have, || {
+                session.touch();
+                if session.stop.is_cancelled() { Err(taken_over()) } else { Ok(()) }
+            })?;
             io::Result::Ok((file, hasher, have))
         })();
         let (file, hasher, have) = match opened {
             Ok(x) => x,
+            Err(_) if self.session.stop.is_cancelled() => return Err(taken_over()),
             Err(e) => return self.disk_error(&head.path, e).map(|()| Opened::Refused),
         };
         let need = head.size - have;
@@ -133,6 +197,10 @@ impl Disk {
     }
 
     pub(super) fn write_piece(&mut self, piece: &[u8]) -> io::Result<()> {
+        if self.session.stop.is_cancelled() {
+            return Err(taken_over());
+        }
+        self.session.touch();
         let inc = self.incoming.as_mut().ok_or_else(|| io::Error::other("file data outside a file"))?;
         inc.hasher.update(piece);
         if let Err(e) = inc.file.write_all(piece) {
@@ -167,6 +235,7 @@ impl Disk {
             )));
         }
         let flags = if inc.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+        self.session.touch();
         let stored = (|| {
             set_meta(&inc.file, &inc.head.meta, true)?;
             inc.file.sync_all()?;
@@ -188,6 +257,9 @@ impl Disk {
             }
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
                 let _ = rustix::fs::unlinkat(&self.partial, part.as_str(), AtFlags::empty());
+                if hash_at(&inc.parent, &inc.name).is_ok_and(|h| h == hash) {
+                    return self.reply(Frame::Same);
+                }
                 self.reply(Frame::Refused(format!(
                     "{}: appeared on the server meanwhile; send again",
                     show(&inc.shown)
