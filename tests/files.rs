@@ -147,8 +147,10 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 123_456_789));
     assert_eq!(m.permissions().mode() & 0o777, 0o666);
     // Every file stored is logged, small (gathered per batch) and big.
-    srv.wait_stderr(|l| l.contains("stored") && l.contains("tree/a.txt"));
-    srv.wait_stderr(|l| l.contains("stored") && l.contains("tree/sub/deep/b.bin"));
+    srv.wait_stderr_all(&[
+        &|l: &str| l.contains("stored") && l.contains("tree/a.txt"),
+        &|l: &str| l.contains("stored") && l.contains("tree/sub/deep/b.bin"),
+    ]);
 
     // Again: everything is there and identical, nothing is written.
     let out = send(&ep, &[&src], &["--json"]);
