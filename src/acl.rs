@@ -6,10 +6,15 @@
 //! one of them. IPv4 peers that reach an IPv6 socket as `::ffff:a.b.c.d` are
 //! matched as the IPv4 address they are. Unix-socket peers have no address:
 //! file permissions guard those.
+//!
+//! [`PerAddress`] bounds what one address may hold at once (files
+//! transfers, say), so one peer cannot take everyone's share.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use crate::conn::Peer;
 
@@ -95,6 +100,69 @@ impl Acl {
         match peer {
             Peer::Ip(addr) => self.allows(addr.ip()),
             Peer::Unix => true,
+        }
+    }
+}
+
+/// The address a peer counts as, for limits per address: IPv4 as itself,
+/// IPv6 by its /64 (one host usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut b = v6.octets();
+            b[8..].fill(0);
+            IpAddr::from(b)
+        }
+        v4 => v4,
+    }
+}
+
+/// How many of something each address holds at once, up to a limit.
+#[derive(Debug)]
+pub struct PerAddress {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One place held by an address; given back on drop.
+#[derive(Debug)]
+pub struct Place {
+    of: Arc<PerAddress>,
+    key: Option<IpAddr>,
+}
+
+impl PerAddress {
+    /// At most `max` places per address.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PerAddress { max: max.max(1), held: Mutex::default() })
+    }
+
+    /// A place for `peer`, or `None` when its address holds `max` already.
+    /// Unix peers have no address and are not counted.
+    pub fn take(self: &Arc<Self>, peer: Peer) -> Option<Place> {
+        let key = match peer {
+            Peer::Ip(a) => address_key(a.ip()),
+            Peer::Unix => return Some(Place { of: self.clone(), key: None }),
+        };
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Place { of: self.clone(), key: Some(key) })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut held = self.of.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&key);
+            }
         }
     }
 }

@@ -291,21 +291,10 @@ impl Throttle {
         }
     }
 
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                let mut b = v6.octets();
-                b[8..].fill(0);
-                IpAddr::from(b)
-            }
-            v4 => v4,
-        }
-    }
-
     /// Opens a handshake for `ip`, or refuses it (why, for the client)
     /// when the address has too many open.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<Pending<'_>, String> {
-        let key = ip.map(Self::key);
+        let key = ip.map(crate::acl::address_key);
         if let Some(key) = key {
             let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
             Self::make_room(&mut map);

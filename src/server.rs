@@ -444,14 +444,15 @@ impl Descriptors {
     /// Reserves as many as fit of `want`, halving down to `least`: how
     /// many, or `None` when not even `least` fit now.
     pub fn reserve_up_to(&self, want: usize, least: usize) -> Option<(Reserved, usize)> {
+        let least = least.max(1);
         let mut n = want;
-        while n >= least.max(1) {
+        while n > least {
             if let Some(r) = self.reserve(n) {
                 return Some((r, n));
             }
-            n /= 2;
+            n = (n / 2).max(least);
         }
-        None
+        self.reserve(least).map(|r| (r, least))
     }
 
     /// Reserves `n` descriptors, or `None` when they do not fit now.

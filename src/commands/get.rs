@@ -223,7 +223,8 @@ fn classify(e: reqwest::Error, url: &Url) -> anyhow::Error {
 fn head_text(resp: &Response, eol: &str) -> String {
     let mut out = format!("{:?} {}{eol}", resp.version(), resp.status());
     for (name, value) in resp.headers() {
-        out += &format!("{name}: {}{eol}", String::from_utf8_lossy(value.as_bytes()));
+        // Header values may carry any byte past 0x7f: shown cleaned.
+        out += &format!("{name}: {}{eol}", crate::text::clean_bytes(value.as_bytes()));
     }
     out
 }

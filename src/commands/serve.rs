@@ -254,6 +254,12 @@ pub struct FilesArgs {
           value_parser = number_in::<usize>(MAX_TRANSFERS_RANGE))]
     pub max_transfers: usize,
 
+    /// Files: transfers one address (an IPv6 /64) may have at once, so that
+    /// one peer cannot take every --max-transfers slot.
+    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_TRANSFERS_PER_ADDRESS,
+          value_parser = number_in::<usize>(MAX_TRANSFERS_RANGE))]
+    pub max_transfers_per_address: usize,
+
     /// Files: directories one session may create (each is remembered, in
     /// under 450 bytes, to set its mode and time at the end); entries that
     /// need more are refused, and a second run stores the rest.
@@ -278,6 +284,7 @@ impl FilesArgs {
             partial_ttl: self.partial_ttl,
             max_transfers: self.max_transfers,
             max_dirs: self.max_dirs,
+            transfers_per_address: self.max_transfers_per_address,
             handshakes_per_address,
         }
     }

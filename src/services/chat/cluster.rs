@@ -214,9 +214,7 @@ impl Cluster {
                 }
                 Event::Direct { to, line } => json!({"o": self.id, "to": to, "line": String::from_utf8_lossy(line)}),
                 Event::Joined { nick, room } => {
-                    let expires = unix_now() + TTL.as_secs();
-                    pipe.cmd("ZADD").arg(format!("{ROOM_KEY}{room}")).arg(expires).arg(nick).ignore();
-                    pipe.cmd("ZADD").arg(ROOMS_KEY).arg(expires).arg(room).ignore();
+                    place(&mut pipe, nick, room, unix_now() + TTL.as_secs());
                     continue;
                 }
                 Event::Left { nick, room } => {
@@ -246,12 +244,10 @@ impl Cluster {
                 c.arg("NX");
             }
             c.arg("EX").arg(TTL.as_secs()).ignore();
-            pipe.cmd("ZADD").arg(format!("{ROOM_KEY}{room}")).arg(expires).arg(nick).ignore();
-            pipe.cmd("ZADD").arg(ROOMS_KEY).arg(expires).arg(room).ignore();
+            place(&mut pipe, nick, room, expires);
         }
-        if members.is_empty() {
-            return;
-        }
+        // Rooms no one refreshed are dropped from the list.
+        pipe.cmd("ZREMRANGEBYSCORE").arg(ROOMS_KEY).arg("-inf").arg(unix_now()).ignore();
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
             debug!("refresh failed: {e}");
         }
@@ -320,6 +316,18 @@ fn clean_line(line: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Puts `nick` in `room`'s set until `expires`, and the room in the list of
+/// rooms. Both keys themselves expire too (twice [`TTL`] after the last
+/// refresh), so what a crashed instance left, or a flood of throw-away
+/// rooms, does not stay in Redis.
+fn place(pipe: &mut redis::Pipeline, nick: &str, room: &str, expires: u64) {
+    let key = format!("{ROOM_KEY}{room}");
+    pipe.cmd("ZADD").arg(&key).arg(expires).arg(nick).ignore();
+    pipe.cmd("EXPIRE").arg(&key).arg(2 * TTL.as_secs()).ignore();
+    pipe.cmd("ZADD").arg(ROOMS_KEY).arg(expires).arg(room).ignore();
+    pipe.cmd("EXPIRE").arg(ROOMS_KEY).arg(2 * TTL.as_secs()).ignore();
 }
 
 fn unix_now() -> u64 {

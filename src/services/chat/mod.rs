@@ -41,12 +41,17 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A client's buffered plain lines go to the room as one post until they
 /// reach this many bytes, counted as the room sees them (`<nick> text`, not
 /// the text alone): a post costs one queue slot whatever it holds, so a
-/// room's queue holds at most `--max-queue` posts of at most 16 KiB (or one
-/// line, if `--max-line` is longer) — 16 MiB at the defaults, whatever the
-/// lines' sizes.
+/// room's queue holds at most `--max-queue` posts of at most 16 KiB plus
+/// one line (of at most `--max-line` as the room sees it) — 20 MiB at the
+/// defaults, whatever the lines' sizes.
 pub const MAX_BURST: usize = 16 * 1024;
+/// The start of every guest's nick; chosen nicks may not start so.
+const GUEST_PREFIX: &str = "guest-";
 /// How many guest nicks a new member tries before giving up.
 const GUEST_TRIES: usize = 16;
+/// How long a member with a full direct queue may read nothing before it is
+/// cut off.
+const DIRECT_STALL: Duration = Duration::from_secs(5);
 /// How often a client stuck in a write is checked for falling behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
 
@@ -116,7 +121,7 @@ impl Chat {
                 Some(c) => c.next_guest().await.unwrap_or(id),
                 None => id,
             };
-            let nick = format!("guest-{n}");
+            let nick = format!("{GUEST_PREFIX}{n}");
             let claimed = match &self.cluster {
                 Some(c) if !self.hub.has_nick(&nick) => match c.claim(&nick).await {
                     Ok(false) => continue,
@@ -234,7 +239,8 @@ impl Chat {
                         next = if said.len() < MAX_BURST { lines.next_buffered() } else { None };
                     }
                     if !said.is_empty() {
-                        self.hub.say(inbox, said.into());
+                        // Exactly sized: a room holds --max-queue of these.
+                        self.hub.say(inbox, Bytes::copy_from_slice(&said));
                     }
                     // A client pouring lines in gives the others their turn
                     // on this thread once its budget is spent.
@@ -244,11 +250,15 @@ impl Chat {
             }
             // Room posts and direct lines go out through one watched write:
             // a member that stops reading is cut off once it falls
-            // --max-queue posts behind its room, or fills its direct queue.
+            // --max-queue posts behind its room, or once its direct queue
+            // is full and it has read nothing for DIRECT_STALL. (A full
+            // direct queue alone is no reason: anyone could fill it, and a
+            // member on a slow link catches up.)
             if out.len > 0 {
-                let behind = || {
+                let behind = |stalled: Duration| {
                     let room = inbox.room.len();
-                    (room >= self.config.queue || inbox.direct.capacity() == 0).then_some(room as u64)
+                    let direct = inbox.direct.capacity() == 0 && stalled >= DIRECT_STALL;
+                    (room >= self.config.queue || direct).then_some(room as u64)
                 };
                 if let Err(missed) = write_watching(lines.conn(), &mut out, behind).await? {
                     return kick(lines, missed).await;
@@ -270,7 +280,16 @@ impl Chat {
         rate: &mut Option<RateLimit>,
         burst: &mut Vec<u8>,
     ) -> io::Result<bool> {
-        let text = crate::text::clean_bytes(line);
+        let mut text = crate::text::clean_bytes(line);
+        // Invalid bytes grow threefold as U+FFFD: a line stays within
+        // --max-line as the room sees it.
+        if text.len() > self.config.max_line {
+            let mut end = self.config.max_line;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
         let cmd = parse(&text);
         let limited = matches!(cmd, Command::Say(_) | Command::Msg(..));
         if limited
@@ -288,12 +307,17 @@ impl Chat {
             return Ok(true);
         }
         if !burst.is_empty() {
-            self.hub.say(inbox, std::mem::take(burst).into());
+            self.hub.say(inbox, Bytes::copy_from_slice(&std::mem::take(burst)));
         }
         let reply: Vec<String> = match cmd {
             Command::Say(_) => vec![], // handled above
             Command::Nick(n) if !valid_name(n) => {
                 vec![format!("! invalid nick {n}: use letters, digits, - and _, at most 32")]
+            }
+            // Guests' names are the server's to give: no one can squat the
+            // next guest's, so they stay unique by construction.
+            Command::Nick(n) if n.starts_with(GUEST_PREFIX) && n != inbox.nick => {
+                vec![format!("! nicks starting with {GUEST_PREFIX} are given to guests: choose another")]
             }
             Command::Nick(n) => self.rename(inbox, n).await.err().into_iter().collect(),
             Command::Join(r) if !valid_name(r) => {
@@ -469,15 +493,17 @@ fn gather_ready(
 }
 
 /// Writes `out` to the client; while the client is not reading, asks
-/// `behind` every [`LAG_CHECK`] whether it has fallen too far behind, and
+/// `behind` every [`LAG_CHECK`] (telling it how long since a byte went
+/// out) whether it has fallen too far behind, and
 /// gives up (`Err(posts behind)`) if so — a client stuck in a write would
 /// otherwise never see its receiver lag.
 async fn write_watching(
     conn: &mut Conn,
     out: &mut Gathered,
-    behind: impl Fn() -> Option<u64>,
+    behind: impl Fn(Duration) -> Option<u64>,
 ) -> io::Result<Result<(), u64>> {
     let mut done = 0;
+    let mut progress = tokio::time::Instant::now();
     while done < out.len {
         let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
         let n = out.slices(done, &mut iov);
@@ -492,9 +518,12 @@ async fn write_watching(
         tokio::select! {
             biased;
             // Cancel-safe: nothing is written unless it completes.
-            n = conn.write_vectored(&iov[..n]) => done += n?,
+            n = conn.write_vectored(&iov[..n]) => {
+                done += n?;
+                progress = tokio::time::Instant::now();
+            }
             _ = tokio::time::sleep(LAG_CHECK) => {
-                if let Some(n) = behind() {
+                if let Some(n) = behind(progress.elapsed()) {
                     return Ok(Err(n));
                 }
             }
@@ -551,7 +580,7 @@ impl Service for RawBroker {
                     let behind = match gather_ready(post, &mut rx, id, &mut out) {
                         Ok(true) if out.len == 0 => continue,
                         Ok(true) => {
-                            let behind = || (rx.len() >= self.queue).then_some(rx.len() as u64);
+                            let behind = |_| (rx.len() >= self.queue).then_some(rx.len() as u64);
                             write_watching(&mut conn, &mut out, behind).await?.err()
                         }
                         Ok(false) => return Ok(()),

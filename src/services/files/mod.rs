@@ -64,6 +64,9 @@ pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default for [`FilesConfig::max_transfers`]: well below the runtime's 512
 /// blocking threads, which the rest of the server needs too.
 pub const DEFAULT_MAX_TRANSFERS: usize = 64;
+/// Default for [`FilesConfig::transfers_per_address`]: one address (an IPv6
+/// /64) cannot take every transfer slot.
+pub const DEFAULT_TRANSFERS_PER_ADDRESS: usize = 8;
 /// Default for [`FilesConfig::max_dirs`].
 pub const DEFAULT_MAX_DIRS: usize = 100_000;
 /// Small files wait for one sync of the filesystem in batches of at most
@@ -124,6 +127,8 @@ pub struct FilesConfig {
     /// Directories one session may create; entries that need more are
     /// refused (`--max-dirs`).
     pub max_dirs: usize,
+    /// Transfers one address may have at once (`--max-transfers-per-address`).
+    pub transfers_per_address: usize,
     /// Token handshakes one address may have open at once
     /// ([`Throttle`](crate::auth::Throttle)).
     pub handshakes_per_address: u32,
@@ -138,6 +143,8 @@ pub struct Files {
     busy: Busy,
     /// One permit per session with a disk thread.
     transfers: Arc<Semaphore>,
+    /// And one place of its address's.
+    per_address: Arc<crate::acl::PerAddress>,
     last_sweep: AtomicU64,
     started: Instant,
 }
@@ -147,6 +154,7 @@ impl Files {
     pub fn new(config: FilesConfig) -> Self {
         Files {
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
+            per_address: crate::acl::PerAddress::new(config.transfers_per_address),
             throttle: Throttle::new(config.handshakes_per_address),
             config,
             busy: Arc::default(),
@@ -207,6 +215,9 @@ struct Session {
     active: AtomicU64,
     /// Nothing more will come from the sender: its connection ended.
     gone: AtomicBool,
+    /// The disk side is inside a call that may take long (a write held up
+    /// by writeback, a big file's fsync): busy, not stalled.
+    in_disk: AtomicBool,
 }
 
 impl Session {
@@ -214,10 +225,21 @@ impl Session {
         self.active.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Runs a disk call that may take long; the session counts as busy
+    /// meanwhile, whatever the clock says.
+    fn in_disk<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.in_disk.store(true, Ordering::Relaxed);
+        let r = f();
+        self.in_disk.store(false, Ordering::Relaxed);
+        self.touch();
+        r
+    }
+
     /// Whether another session may take over from this one.
     fn stalled(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
-            || now_ms().saturating_sub(self.active.load(Ordering::Relaxed)) >= STALL.as_millis() as u64
+            || (!self.in_disk.load(Ordering::Relaxed)
+                && now_ms().saturating_sub(self.active.load(Ordering::Relaxed)) >= STALL.as_millis() as u64)
     }
 }
 
@@ -279,8 +301,13 @@ fn batch_files() -> usize {
 const MIN_BATCH_FILES: usize = 16;
 
 /// Descriptors a session's disk side holds besides its batches: the
-/// receiving and partial directories, and a big file.
-const DISK_DESCRIPTORS: usize = 3;
+/// receiving and partial directories, a big file, the last directory it
+/// looked up and two on a walk down a path.
+const DISK_DESCRIPTORS: usize = 6;
+/// Descriptors a staged small file may hold: its own, and its directory's
+/// (shared with the files next to it, but a sender may put each file in a
+/// directory of its own).
+const STAGED_DESCRIPTORS: usize = 2;
 
 impl Service for Files {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
@@ -289,7 +316,7 @@ impl Service for Files {
             return Ok(());
         }
         let (conn, rest) = s.into_parts();
-        let descriptors = conn.descriptors();
+        let (descriptors, peer) = (conn.descriptors(), conn.peer());
         let (rd, mut wr) = tokio::io::split(conn);
         let mut rd = FrameReader::<_, Frame>::new(rd, rest);
         // Until the first entry, the session holds a task and its socket
@@ -300,15 +327,21 @@ impl Service for Files {
             Some(f) => f,
         };
         let max = self.config.max_transfers;
-        let slot = match self.transfers.clone().try_acquire_owned() {
-            Err(_) => Err(format!("server busy: {max} transfers at once; try again later")),
+        let per_address = self.config.transfers_per_address;
+        let slot = match (self.per_address.take(peer), self.transfers.clone().try_acquire_owned()) {
+            (None, _) => Err(format!(
+                "server busy: your address has {per_address} transfers going already; finish one, then try again"
+            )),
+            (_, Err(_)) => Err(format!("server busy: {max} transfers at once; try again later")),
             // The disk side's files come out of the server's open-file
             // budget, as connections do.
-            Ok(permit) => {
-                let want = DISK_DESCRIPTORS + 2 * batch_files();
-                match descriptors.reserve_up_to(want, DISK_DESCRIPTORS + 2 * MIN_BATCH_FILES) {
+            (Some(place), Ok(permit)) => {
+                // Two batches in hand: one staged, one syncing.
+                let per_batch_file = 2 * STAGED_DESCRIPTORS;
+                let want = DISK_DESCRIPTORS + per_batch_file * batch_files();
+                match descriptors.reserve_up_to(want, DISK_DESCRIPTORS + per_batch_file * MIN_BATCH_FILES) {
                     None => Err("server busy: out of open files; try again later".to_string()),
-                    Some((fds, n)) => Ok((permit, fds, (n - DISK_DESCRIPTORS) / 2)),
+                    Some((fds, n)) => Ok(((permit, place), fds, (n - DISK_DESCRIPTORS) / per_batch_file)),
                 }
             }
         };

@@ -203,7 +203,7 @@ impl Disk {
         self.session.touch();
         let inc = self.incoming.as_mut().ok_or_else(|| io::Error::other("file data outside a file"))?;
         inc.hasher.update(piece);
-        if let Err(e) = inc.file.write_all(piece) {
+        if let Err(e) = self.session.in_disk(|| inc.file.write_all(piece)) {
             let inc = self.incoming.take().expect("checked");
             let _ = rustix::fs::unlinkat(&self.partial, format!("{}.part", inc.key).as_str(), AtFlags::empty());
             return Err(describe_disk_error(&inc.head.path, e, &self.dir));
@@ -236,13 +236,13 @@ impl Disk {
         }
         let flags = if inc.replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
         self.session.touch();
-        let stored = (|| {
+        let stored = self.session.in_disk(|| {
             set_meta(&inc.file, &inc.head.meta, true)?;
             inc.file.sync_all()?;
             rustix::fs::renameat_with(&self.partial, part.as_str(), &inc.parent, inc.name.as_slice(), flags)?;
             rustix::fs::fsync(&inc.parent)?;
             io::Result::Ok(())
-        })();
+        });
         match stored {
             Ok(()) => {
                 let secs = inc.started.elapsed().as_secs_f64();
