@@ -7,17 +7,9 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn chat(extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec!["serve", "chat", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let p = Proc::start(&args, 1);
-    let addr = p.addr("chat", "tcp://");
-    (p, addr)
-}
-
 #[test]
 fn two_users_chat_and_message_directly() {
-    let (_p, addr) = chat(&[]);
+    let (_p, addr) = start_chat(&[]);
     let mut a = ChatClient::join(addr);
     let mut b = ChatClient::join(addr);
     assert_eq!(a.line(), format!("* {} joined", b.nick));
@@ -46,7 +38,7 @@ fn two_users_chat_and_message_directly() {
 
 #[test]
 fn crowded_rooms_hear_no_joins_and_leaves() {
-    let (_p, addr) = chat(&["--quiet-above", "2"]);
+    let (_p, addr) = start_chat(&["--quiet-above", "2"]);
     let mut a = ChatClient::join(addr);
     let b = ChatClient::join(addr);
     assert_eq!(a.line(), format!("* {} joined", b.nick), "two members: announced");
@@ -74,7 +66,7 @@ fn crowded_rooms_hear_no_joins_and_leaves() {
 
 #[test]
 fn rooms_isolate() {
-    let (_p, addr) = chat(&[]);
+    let (_p, addr) = start_chat(&[]);
     let mut a = ChatClient::join(addr);
     let mut c = ChatClient::join(addr);
     c.rename("carol");
@@ -91,7 +83,7 @@ fn rooms_isolate() {
 
 #[test]
 fn nick_clash_and_bad_input_are_refused_with_reasons() {
-    let (_p, addr) = chat(&["--max-line", "64"]);
+    let (_p, addr) = start_chat(&["--max-line", "64"]);
     let mut a = ChatClient::join(addr);
     let mut b = ChatClient::join(addr);
     a.rename("alice");
@@ -122,7 +114,7 @@ fn nick_clash_and_bad_input_are_refused_with_reasons() {
 
 #[test]
 fn rate_limit() {
-    let (_p, addr) = chat(&["--rate", "2/s"]);
+    let (_p, addr) = start_chat(&["--rate", "2/s"]);
     let mut a = ChatClient::join(addr);
     for i in 0..5 {
         a.send(&format!("line {i}"));
@@ -135,7 +127,7 @@ fn rate_limit() {
 fn slow_reader_is_cut_off(extra: &[&str]) {
     const LINES: usize = 20_000;
     const STEP: usize = 100;
-    let (mut p, addr) = chat(extra);
+    let (mut p, addr) = start_chat(extra);
     let mut sender = tcp(addr);
     let slow = tcp(addr); // never reads
     let fast = tcp(addr);
@@ -199,7 +191,7 @@ fn raw_mode_cuts_off_a_slow_reader_too() {
 
 #[test]
 fn shutdown_tells_every_client() {
-    let (mut p, addr) = chat(&[]);
+    let (mut p, addr) = start_chat(&[]);
     let mut a = ChatClient::join(addr);
     p.signal("TERM");
     assert_eq!(a.next_said(), "* server shutting down");
@@ -267,13 +259,13 @@ fn raw_mode_behaves_like_ncat_broker() {
     let _ncat = Proc::spawn(cmd, 0);
     wait_tcp_listening(port);
     raw_broker_behaves(format!("127.0.0.1:{port}").parse().unwrap());
-    let (_p, addr) = chat(&["--raw"]);
+    let (_p, addr) = start_chat(&["--raw"]);
     raw_broker_behaves(addr);
 }
 
 #[test]
 fn thousand_clients_in_one_room_all_receive_a_broadcast() {
-    let (_p, addr) = chat(&[]);
+    let (_p, addr) = start_chat(&[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let received = rt.block_on(async move {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! allowed, the allow list, timeouts that kill whole process groups, the
 //! output cap, TLS and client certificates, and bad bytes on the wire.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -347,15 +347,7 @@ impl RawFrames {
     }
 
     fn recv(&mut self) -> Frame {
-        loop {
-            if let Some(f) = wire::decode(&mut self.buf).unwrap() {
-                return f;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.s.read(&mut chunk).unwrap();
-            assert!(n > 0, "peer closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        read_frame(&mut self.s, &mut self.buf, wire::decode)
     }
 }
 

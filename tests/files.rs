@@ -4,7 +4,7 @@
 //! hand-crafted frames, overwrite rules, size and space limits, garbage on
 //! the port, token and TLS.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -243,15 +243,7 @@ impl Raw {
     }
 
     fn recv(&mut self) -> Frame {
-        loop {
-            if let Some(f) = wire::decode(&mut self.buf).unwrap() {
-                return f;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.s.read(&mut chunk).unwrap();
-            assert!(n > 0, "server closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        read_frame(&mut self.s, &mut self.buf, wire::decode)
     }
 
     fn send_file(&mut self, path: &[u8], data: &[u8]) -> Frame {

@@ -433,3 +433,30 @@ impl ChatClient {
         self.nick = nick.to_string();
     }
 }
+
+/// Reads from `s` into `buf` until `decode` yields a whole frame; panics
+/// if the peer closes first (reads are bounded by the socket's timeout).
+pub fn read_frame<F, E: std::fmt::Debug>(
+    s: &mut impl Read,
+    buf: &mut bytes::BytesMut,
+    decode: impl Fn(&mut bytes::BytesMut) -> Result<Option<F>, E>,
+) -> F {
+    loop {
+        if let Some(f) = decode(buf).unwrap() {
+            return f;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the peer closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `sockit serve chat` on a free port, with `extra` flags.
+pub fn start_chat(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["serve", "chat", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, 1);
+    let addr = p.addr("chat", "tcp://");
+    (p, addr)
+}
