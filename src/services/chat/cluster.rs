@@ -141,7 +141,7 @@ impl Cluster {
     }
 
     /// Every room with anyone in it, and how many (None if the link is
-    /// down); at most [`MAX_ROOMS_LISTED`] rooms.
+    /// down); at most 100 rooms.
     pub async fn rooms(&self) -> Option<BTreeMap<String, usize>> {
         let mut con = self.con()?;
         let now = unix_now();

@@ -72,7 +72,7 @@ pub struct ExecConfig {
     /// dropped with a notice.
     pub max_output: u64,
     /// Token handshakes one address may have open at once
-    /// ([`Throttle`](crate::auth::Throttle)).
+    /// ([`Throttle`]).
     pub handshakes_per_address: u32,
 }
 

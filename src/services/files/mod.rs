@@ -130,7 +130,7 @@ pub struct FilesConfig {
     /// Transfers one address may have at once (`--max-transfers-per-address`).
     pub transfers_per_address: usize,
     /// Token handshakes one address may have open at once
-    /// ([`Throttle`](crate::auth::Throttle)).
+    /// ([`Throttle`]).
     pub handshakes_per_address: u32,
 }
 
