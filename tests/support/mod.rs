@@ -323,8 +323,30 @@ pub fn read_until_closed(s: &mut impl Read) -> Vec<u8> {
 
 /// A port that was free a moment ago, for peers that cannot report the port
 /// they bound (ncat, socat, nc). Pair it with [`wait_tcp_listening`].
+///
+/// Picked below the kernel's ephemeral range: a port the kernel hands out
+/// for port 0 (another test's server, any outgoing connection's source
+/// port) could be taken between this check and the peer's bind, and a peer
+/// that then fails to bind leaves the test talking to a stranger. Below the
+/// range only another pick could take it, and a counter keeps this
+/// process's picks apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (base, span) = (low.saturating_sub(12_000).max(1025), 10_000.min(low.saturating_sub(1025)).max(1));
+    for _ in 0..span {
+        let port = (base + (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 /// Waits (bounded) until some socket listens on TCP `port`, by reading
