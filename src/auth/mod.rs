@@ -359,6 +359,164 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::FrameStream;
+    use crate::services::exec::{HANDSHAKE as EXEC, wire as exec};
+    use tokio::net::UnixStream;
+
+    const TOKEN: &[u8] = b"secret";
+    /// Bounds every wait: a lost frame fails a test instead of hanging it.
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(WAIT, f).await.expect("no answer in time")
+    }
+
+    /// A server's connection and the client's end of it.
+    fn pair() -> (Conn, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        let conn = Conn::new(crate::Stream::Unix(server), Peer::Unix, Default::default(), 1024);
+        (conn, client)
+    }
+
+    fn encode(frames: &[Frame], then: &[exec::Frame]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        frames.iter().for_each(|f| EXEC.encode(f, &mut out));
+        then.iter().for_each(|f| f.encode(&mut out));
+        out.to_vec()
+    }
+
+    async fn read_handshake(c: &mut UnixStream, buf: &mut BytesMut) -> Frame {
+        crate::frames::read_frame(c, buf, |b| EXEC.decode(b)).await.unwrap().unwrap()
+    }
+
+    fn endpoint() -> Endpoint {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    fn token_file(token: &[u8]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), token).unwrap();
+        f
+    }
+
+    /// A client may send its command right behind its proof: the bytes the
+    /// handshake read past Auth reach the protocol's codec.
+    #[tokio::test]
+    async fn frames_sent_behind_the_proof_reach_the_protocol() {
+        let (mut conn, mut client) = pair();
+        let throttle = Throttle::default();
+        let server = async {
+            let rest = accept(&mut conn, &EXEC, Some(TOKEN), &throttle, exec::FLAG_SHELL, false).await.unwrap();
+            let mut s = FrameStream::<_, exec::Frame>::from_parts(conn, rest.expect("admitted"));
+            s.recv().await.unwrap()
+        };
+        let client = async {
+            let mut buf = BytesMut::new();
+            let Frame::Hello { flags, nonce } = read_handshake(&mut client, &mut buf).await else { panic!("no hello") };
+            assert_eq!(flags, FLAG_TOKEN | exec::FLAG_SHELL);
+            let run = exec::Frame::Run(vec![b"true".to_vec()]);
+            client
+                .write_all(&encode(&[Frame::Auth { mac: proof(EXEC.context, TOKEN, &nonce) }], &[run]))
+                .await
+                .unwrap();
+            assert_eq!(read_handshake(&mut client, &mut buf).await, Frame::Ready);
+            client
+        };
+        let (got, _client) = bounded(async { tokio::join!(server, client) }).await;
+        assert_eq!(got, Some(exec::Frame::Run(vec![b"true".to_vec()])));
+    }
+
+    /// What the server sends right behind Ready reaches the client's codec.
+    #[tokio::test]
+    async fn frames_sent_behind_ready_reach_the_protocol() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        let out = exec::Frame::Stdout(bytes::Bytes::from_static(b"hi"));
+        let greeting = encode(&[Frame::Hello { flags: 0, nonce: [1; 32] }, Frame::Ready], &[out.clone()]);
+        server.write_all(&greeting).await.unwrap();
+        let admitted = login(&mut client, &EXEC, &endpoint(), None, WAIT).await.unwrap();
+        assert_eq!(admitted.flags, 0);
+        let mut s = FrameStream::<_, exec::Frame>::from_parts(client, admitted.rest);
+        assert_eq!(bounded(s.recv()).await.unwrap(), Some(out));
+    }
+
+    /// A command instead of a proof is refused from its type byte, with a
+    /// reason the client can read.
+    #[tokio::test]
+    async fn a_command_before_the_proof_is_refused() {
+        let (mut conn, mut client) = pair();
+        let throttle = Throttle::default();
+        let mut buf = BytesMut::new();
+        let server = accept(&mut conn, &EXEC, Some(TOKEN), &throttle, 0, false);
+        let client = async {
+            assert!(matches!(read_handshake(&mut client, &mut buf).await, Frame::Hello { .. }));
+            // Only the header: the payload it announces never has to come.
+            client.write_all(&[4, 0, 0x0f, 0, 0]).await.unwrap();
+            read_handshake(&mut client, &mut buf).await
+        };
+        let (refused, told) = bounded(async { tokio::join!(server, client) }).await;
+        assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(told, Frame::Error("expected authentication first".into()));
+    }
+
+    /// A wrong token: the server says so, and login's error carries exit 6.
+    #[tokio::test]
+    async fn a_wrong_token_is_a_refusal_with_exit_6() {
+        let (mut conn, mut client) = pair();
+        let throttle = Throttle::default();
+        let wrong = token_file(b"guess\n");
+        let server = accept(&mut conn, &EXEC, Some(TOKEN), &throttle, 0, false);
+        let ep = endpoint();
+        let client = login(&mut client, &EXEC, &ep, Some(wrong.path()), WAIT);
+        let (refused, err) = bounded(async { tokio::join!(server, client) }).await;
+        assert!(refused.is_err());
+        let err = err.unwrap_err();
+        assert_eq!(err.exit_code(), exit::AUTH);
+        assert_eq!(crate::Error::from(err).exit_code(), exit::AUTH, "through the library's error");
+    }
+
+    /// No token, no TLS client certificate, not open: refused before Hello.
+    #[tokio::test]
+    async fn without_a_token_only_certificates_are_admitted() {
+        let (mut conn, mut client) = pair();
+        let throttle = Throttle::default();
+        let server = accept(&mut conn, &EXEC, None, &throttle, 0, false);
+        let ep = endpoint();
+        let client = login(&mut client, &EXEC, &ep, None, WAIT);
+        let (refused, err) = bounded(async { tokio::join!(server, client) }).await;
+        assert!(refused.is_err());
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("refused: this server admits TLS client certificates only"), "{err}");
+    }
+
+    /// The server's reason reaches the terminal without its controls.
+    #[tokio::test]
+    async fn refusal_text_is_cleaned() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        server.write_all(&encode(&[Frame::Error("\x1b]0;pwned\x07\rno \x1b[2Kway".into())], &[])).await.unwrap();
+        let err = login(&mut client, &EXEC, &endpoint(), None, WAIT).await.unwrap_err();
+        assert!(matches!(err, LoginError::Refused { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(!text.contains(['\x1b', '\r', '\x07']) && text.contains("no ") && text.ends_with("way"), "{text:?}");
+    }
+
+    /// A client of another protocol, or none, is told what is wrong.
+    #[tokio::test]
+    async fn a_server_that_is_not_ours_is_named() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        server.write_all(b"220 smtp.example ESMTP\r\n").await.unwrap();
+        let err = login(&mut client, &EXEC, &endpoint(), None, WAIT).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown frame type 50") && text.contains("is it a sockit exec server?"), "{text}");
+        drop(server);
+        let (server, mut client) = UnixStream::pair().unwrap();
+        drop(server);
+        let err = login(&mut client, &EXEC, &endpoint(), None, WAIT).await.unwrap_err();
+        assert!(matches!(err, LoginError::Closed { .. }), "{err:?}");
+        // A server that says nothing, and keeps the connection open.
+        let (_server, mut client) = UnixStream::pair().unwrap();
+        let err = login(&mut client, &EXEC, &endpoint(), None, Duration::from_millis(50)).await.unwrap_err();
+        assert!(matches!(err, LoginError::Silent { .. }), "{err:?}");
+    }
 
     #[test]
     fn proofs_bind_token_nonce_and_protocol() {
