@@ -431,7 +431,7 @@ mod tests {
     async fn frames_sent_behind_ready_reach_the_protocol() {
         let (mut server, mut client) = UnixStream::pair().unwrap();
         let out = exec::Frame::Stdout(bytes::Bytes::from_static(b"hi"));
-        let greeting = encode(&[Frame::Hello { flags: 0, nonce: [1; 32] }, Frame::Ready], &[out.clone()]);
+        let greeting = encode(&[Frame::Hello { flags: 0, nonce: [1; 32] }, Frame::Ready], std::slice::from_ref(&out));
         server.write_all(&greeting).await.unwrap();
         let admitted = login(&mut client, &EXEC, &endpoint(), None, WAIT).await.unwrap();
         assert_eq!(admitted.flags, 0);
