@@ -80,6 +80,9 @@ pub enum Error {
     /// The server refused authentication.
     #[error("{0}")]
     Auth(String),
+    /// The token handshake with a server failed (its own exit codes).
+    #[error(transparent)]
+    Login(#[from] crate::auth::LoginError),
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -108,6 +111,7 @@ impl Error {
             Error::Bind { .. } => exit::BIND,
             Error::Tls { .. } => exit::TLS,
             Error::Auth(_) => exit::AUTH,
+            Error::Login(e) => e.exit_code(),
             Error::Exit(code, _) => *code,
         }
     }

@@ -1,6 +1,8 @@
 //! Typed frames over any byte stream, for the framed protocols (exec,
-//! files): a wire format says how one frame is encoded and decoded, this
-//! module does the buffering and the I/O.
+//! files, and the handshake both speak first): a wire format says how one
+//! frame is encoded and decoded, pure over bytes; this module does the
+//! buffering and the I/O, and hands what one codec buffered to the next
+//! ([`FrameStream::into_parts`], [`FrameStream::from_parts`]).
 
 use std::fmt::Display;
 use std::io;
@@ -31,7 +33,13 @@ pub struct FrameStream<S, F> {
 impl<S: AsyncRead + AsyncWrite + Unpin, F: Wire> FrameStream<S, F> {
     /// Frames over `io`.
     pub fn new(io: S) -> Self {
-        FrameStream { r: FrameReader::new(io, BytesMut::new()), wbuf: BytesMut::new() }
+        FrameStream::from_parts(io, BytesMut::new())
+    }
+
+    /// Frames over `io`, after the bytes already read into `buf` (what an
+    /// earlier codec on the same stream read past its last frame).
+    pub fn from_parts(io: S, buf: BytesMut) -> Self {
+        FrameStream { r: FrameReader::new(io, buf), wbuf: BytesMut::new() }
     }
 
     /// The next frame; see [`FrameReader::recv`].
@@ -75,19 +83,7 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
     /// The next frame; `None` at a clean EOF between frames. Bytes that are
     /// not a frame, or an EOF inside one, are errors.
     pub async fn recv(&mut self) -> io::Result<Option<F>> {
-        loop {
-            if let Some(f) = F::decode(&mut self.buf).map_err(invalid)? {
-                return Ok(Some(f));
-            }
-            self.buf.reserve(READ_AHEAD);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame"))
-                };
-            }
-        }
+        read_frame(&mut self.io, &mut self.buf, F::decode).await
     }
 
     /// A frame already read in full, without reading more.
@@ -121,6 +117,33 @@ impl<R: AsyncRead + Unpin, F: Wire> FrameReader<R, F> {
             }
         }
         Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// Reads from `io` into `buf` until `decode` takes a frame off it; `None`
+/// at a clean EOF between frames. A decode error, or an EOF inside a frame,
+/// is an error. Whatever is read past the frame stays in `buf`.
+pub async fn read_frame<R, T, E>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+) -> io::Result<Option<T>>
+where
+    R: AsyncRead + Unpin,
+    E: Display,
+{
+    loop {
+        if let Some(f) = decode(buf).map_err(invalid)? {
+            return Ok(Some(f));
+        }
+        buf.reserve(READ_AHEAD);
+        if io.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame"))
+            };
+        }
     }
 }
 
@@ -184,74 +207,14 @@ pub fn end_frame(out: &mut BytesMut, start: usize) {
     out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Implements [`Wire`] and [`crate::auth::Handshake`] for a frame enum
-/// with `Hello { flags, nonce }`, `Auth { mac }`, `Ready` and
-/// `Error(String)` variants, an inherent `encode`, and a `decode` function
-/// in scope.
-#[macro_export]
-macro_rules! framed_protocol {
-    ($frame:ident, $error:ty, context = $context:expr, server = $server:expr) => {
-        impl $crate::frames::Wire for $frame {
-            type Error = $error;
-
-            fn decode(buf: &mut ::bytes::BytesMut) -> Result<Option<Self>, $error> {
-                decode(buf)
-            }
-
-            fn encode(&self, out: &mut ::bytes::BytesMut) {
-                $frame::encode(self, out)
-            }
-        }
-
-        impl $crate::auth::Handshake for $frame {
-            const CONTEXT: &'static [u8] = $context;
-            const SERVER: &'static str = $server;
-
-            fn hello(flags: u8, nonce: [u8; 32]) -> Self {
-                $frame::Hello { flags, nonce }
-            }
-
-            fn auth(mac: [u8; 32]) -> Self {
-                $frame::Auth { mac }
-            }
-
-            fn ready() -> Self {
-                $frame::Ready
-            }
-
-            fn error(why: String) -> Self {
-                $frame::Error(why)
-            }
-
-            fn step(self) -> $crate::auth::Step {
-                use $crate::auth::Step;
-                match self {
-                    $frame::Hello { flags, nonce } => Step::Hello { flags, nonce },
-                    $frame::Auth { mac } => Step::Auth(mac),
-                    $frame::Ready => Step::Ready,
-                    $frame::Error(why) => Step::Error(why),
-                    _ => Step::Other,
-                }
-            }
-        }
-
-        impl From<$crate::frames::HeaderError> for $error {
-            fn from(e: $crate::frames::HeaderError) -> Self {
-                match e {
-                    $crate::frames::HeaderError::UnknownType(k) => <$error>::UnknownType(k),
-                    $crate::frames::HeaderError::TooLarge(n) => <$error>::TooLarge(n),
-                }
-            }
-        }
-    };
-}
-
 /// A wire error as an I/O error of kind `InvalidData`.
 pub fn invalid(e: impl Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// Property checks every wire format's decoder must pass.
+/// Property checks every wire format's decoder must pass, for a [`Wire`]
+/// type or for any pair of decode and encode functions (a codec that
+/// needs a value, such as the handshake's).
 #[cfg(test)]
 pub(crate) mod checks {
     use super::*;
@@ -259,27 +222,46 @@ pub(crate) mod checks {
     /// Frames encoded back to back decode to the same frames, whatever
     /// point the bytes are cut at between two reads.
     pub fn decode_in_any_split<F: Wire + PartialEq + std::fmt::Debug>(frames: &[F], cut: usize) {
+        decode_in_any_split_with(frames, cut, F::decode, F::encode);
+    }
+
+    /// Arbitrary bytes never panic the decoder nor make it buffer more than
+    /// one frame of at most `max` bytes.
+    pub fn arbitrary_bytes<F: Wire>(bytes: &[u8], max: usize) {
+        arbitrary_bytes_with(bytes, max, F::decode);
+    }
+
+    /// [`decode_in_any_split`] for the codec `decode`/`encode`.
+    pub fn decode_in_any_split_with<F: PartialEq + std::fmt::Debug, E: Display>(
+        frames: &[F],
+        cut: usize,
+        decode: impl Fn(&mut BytesMut) -> Result<Option<F>, E>,
+        encode: impl Fn(&F, &mut BytesMut),
+    ) {
         let mut wire = BytesMut::new();
-        frames.iter().for_each(|f| f.encode(&mut wire));
+        frames.iter().for_each(|f| encode(f, &mut wire));
         let cut = cut % (wire.len() + 1);
         let mut buf = BytesMut::from(&wire[..cut]);
         let mut got = Vec::new();
-        while let Some(f) = F::decode(&mut buf).ok().expect("valid frames") {
+        while let Some(f) = decode(&mut buf).unwrap_or_else(|e| panic!("valid frames: {e}")) {
             got.push(f);
         }
         buf.extend_from_slice(&wire[cut..]);
-        while let Some(f) = F::decode(&mut buf).ok().expect("valid frames") {
+        while let Some(f) = decode(&mut buf).unwrap_or_else(|e| panic!("valid frames: {e}")) {
             got.push(f);
         }
         assert_eq!(got, frames);
         assert!(buf.is_empty());
     }
 
-    /// Arbitrary bytes never panic the decoder nor make it buffer more than
-    /// one frame of at most `max` bytes.
-    pub fn arbitrary_bytes<F: Wire>(bytes: &[u8], max: usize) {
+    /// [`arbitrary_bytes`] for the decoder `decode`.
+    pub fn arbitrary_bytes_with<F, E>(
+        bytes: &[u8],
+        max: usize,
+        decode: impl Fn(&mut BytesMut) -> Result<Option<F>, E>,
+    ) {
         let mut buf = BytesMut::from(bytes);
-        while let Ok(Some(_)) = F::decode(&mut buf) {}
+        while let Ok(Some(_)) = decode(&mut buf) {}
         assert!(buf.capacity() <= max + HEADER + bytes.len());
     }
 }

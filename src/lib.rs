@@ -40,7 +40,8 @@
 //! - [`conn`]: the stream a service reads and writes — TCP, Unix and TLS
 //!   look the same — metered for logs and idle detection.
 //! - [`frames`]: typed frames over a stream for the framed protocols;
-//!   [`auth`]: the token challenge–response they share.
+//!   [`auth`]: the token handshake they speak first, a codec of its own
+//!   that hands the stream, and what it buffered, to the protocol's.
 //! - [`tls`]: certificates, fingerprints, and the TLS sessions behind
 //!   `tls://` endpoints; [`acl`]: `--allow`/`--deny` address rules.
 //! - [`lines`]: newline framing with a size limit, also serving clients that

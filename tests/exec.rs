@@ -8,6 +8,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use sockit::auth::wire::Frame as Handshake;
+use sockit::services::exec::HANDSHAKE;
 use sockit::services::exec::wire::{self, Exit, Frame};
 
 use crate::support::*;
@@ -334,10 +336,20 @@ impl RawFrames {
     /// since.
     fn login(addr: SocketAddr) -> RawFrames {
         let mut c = RawFrames::new(tcp(addr));
-        let Frame::Hello { nonce, .. } = c.recv() else { panic!("no hello") };
-        c.send(&Frame::Auth { mac: sockit::auth::proof(b"sockit-exec-v1", TOKEN.as_bytes(), &nonce) });
-        assert_eq!(c.recv(), Frame::Ready);
+        let Handshake::Hello { nonce, .. } = c.recv_handshake() else { panic!("no hello") };
+        c.send_handshake(&Handshake::Auth { mac: sockit::auth::proof(b"sockit-exec-v1", TOKEN.as_bytes(), &nonce) });
+        assert_eq!(c.recv_handshake(), Handshake::Ready);
         c
+    }
+
+    fn send_handshake(&mut self, f: &Handshake) {
+        let mut out = BytesMut::new();
+        HANDSHAKE.encode(f, &mut out);
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn recv_handshake(&mut self) -> Handshake {
+        read_frame(&mut self.s, &mut self.buf, |b| HANDSHAKE.decode(b))
     }
 
     fn send(&mut self, f: &Frame) {
@@ -418,11 +430,13 @@ fn hostile_server(flags: u8, reply: Vec<Frame>) -> (SocketAddr, std::thread::Joi
     let t = std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
         let mut c = RawFrames::new(s);
-        c.send(&Frame::Hello { flags, nonce: [7; 32] });
-        if flags & wire::FLAG_TOKEN == 0 {
-            c.send(&Frame::Ready);
+        c.send_handshake(&Handshake::Hello { flags, nonce: [7; 32] });
+        if flags & sockit::auth::FLAG_TOKEN == 0 {
+            c.send_handshake(&Handshake::Ready);
+            let _ = c.recv();
+        } else {
+            let _ = c.recv_handshake();
         }
-        let _ = c.recv();
         for f in &reply {
             c.send(f);
         }
@@ -434,7 +448,7 @@ fn hostile_server(flags: u8, reply: Vec<Frame>) -> (SocketAddr, std::thread::Joi
 fn text_from_the_server_reaches_the_terminal_without_controls() {
     let evil = "\x1b]0;pwned\x07\rsockit: all good, \x1b[2Ksend your token";
     // A refusal of the token.
-    let (addr, t) = hostile_server(wire::FLAG_TOKEN, vec![Frame::Error(evil.into())]);
+    let (addr, t) = hostile_server(sockit::auth::FLAG_TOKEN, vec![Frame::Error(evil.into())]);
     let out = exec(&format!("127.0.0.1:{}", addr.port()), &["--", "true"]);
     t.join().unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use sockit::auth::wire::Frame as Handshake;
+use sockit::services::files::HANDSHAKE;
 use sockit::services::files::wire::{self, Frame, Meta};
 
 use crate::support::*;
@@ -237,9 +239,19 @@ impl Raw {
     fn connect(ep: &str) -> Raw {
         let s = tcp(ep.trim_start_matches("tcp://").parse().unwrap());
         let mut r = Raw { s, buf: BytesMut::new() };
-        assert!(matches!(r.recv(), Frame::Hello { flags: 0, .. }));
-        assert_eq!(r.recv(), Frame::Ready);
+        assert!(matches!(r.recv_handshake(), Handshake::Hello { flags: 0, .. }));
+        assert_eq!(r.recv_handshake(), Handshake::Ready);
         r
+    }
+
+    fn recv_handshake(&mut self) -> Handshake {
+        read_frame(&mut self.s, &mut self.buf, |b| HANDSHAKE.decode(b))
+    }
+
+    fn handshake(&mut self, f: &Handshake) {
+        let mut out = BytesMut::new();
+        HANDSHAKE.encode(f, &mut out);
+        self.s.write_all(&out).unwrap();
     }
 
     fn recv(&mut self) -> Frame {
@@ -709,8 +721,8 @@ fn server_text_is_cleaned_before_the_sender_prints_it() {
         let (s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         let mut r = Raw { s, buf: BytesMut::new() };
-        r.frame(&Frame::Hello { flags: 0, nonce: [0; 32] });
-        r.frame(&Frame::Ready);
+        r.handshake(&Handshake::Hello { flags: 0, nonce: [0; 32] });
+        r.handshake(&Handshake::Ready);
         let mut answers =
             vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::Refused(format!("refused{evil}"))]
                 .into_iter();

@@ -293,7 +293,6 @@ fn refused_connections_are_summed_up_not_logged_one_by_one() {
 /// client from another address gets in at once.
 #[test]
 fn parallel_token_guesses_from_one_address_gain_nothing() {
-    use sockit::services::exec::wire::Frame;
     let dir = tempfile::tempdir().unwrap();
     let (wrong, right) = (dir.path().join("wrong"), dir.path().join("right"));
     std::fs::write(&wrong, "guess").unwrap();
@@ -309,9 +308,9 @@ fn parallel_token_guesses_from_one_address_gain_nothing() {
         async move {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-            let s = sock.connect(addr).await.unwrap();
-            let mut frames = sockit::frames::FrameStream::<_, Frame>::new(s);
-            sockit::auth::login(&mut frames, &ep, Some(&token), WAIT).await.map(|_| ()).map_err(|e| format!("{e:#}"))
+            let mut s = sock.connect(addr).await.unwrap();
+            let exec = &sockit::services::exec::HANDSHAKE;
+            sockit::auth::login(&mut s, exec, &ep, Some(&token), WAIT).await.map(|_| ()).map_err(|e| format!("{e:#}"))
         }
     };
     rt.block_on(async {

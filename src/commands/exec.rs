@@ -14,6 +14,7 @@ use crate::auth;
 use crate::conn::Stream;
 use crate::endpoint::Endpoint;
 use crate::frames::FrameStream;
+use crate::services::exec::HANDSHAKE;
 use crate::services::exec::wire::{Exit, FLAG_SHELL, Frame};
 use crate::text::clean;
 use crate::units::parse_duration;
@@ -118,9 +119,14 @@ async fn write_or_quit(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) -> std::io::
 /// Runs `sockit exec`.
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let tls = args.tls.client(&args.endpoint)?;
-    let stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
-    let mut c = Client { frames: FrameStream::new(stream) };
-    let flags = auth::login(&mut c.frames, &args.endpoint, args.token_file.as_deref(), args.wait).await?;
+    let mut stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
+    let token_file = args.token_file.as_deref();
+    // Into the library's error, whose exit code main finds (6 for a refusal).
+    let admitted = auth::login(&mut stream, &HANDSHAKE, &args.endpoint, token_file, args.wait)
+        .await
+        .map_err(crate::Error::from)?;
+    let flags = admitted.flags;
+    let mut c = Client { frames: FrameStream::from_parts(stream, admitted.rest) };
     if let Some(line) = args.shell {
         return Ok(c.run(Frame::Shell(line.into_bytes())).await?.status());
     }

@@ -17,7 +17,8 @@ use tokio_util::io::SyncIoBridge;
 use super::tls_args::TlsClientArgs;
 use crate::auth;
 use crate::endpoint::Endpoint;
-use crate::frames::{FrameReader, FrameStream};
+use crate::frames::FrameReader;
+use crate::services::files::HANDSHAKE;
 use crate::services::files::hash_prefix;
 use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, SMALL};
 use crate::text::{clean, clean_bytes};
@@ -492,10 +493,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
     // The walk goes on while connecting and while the first files are sent.
     let found = spawn_walk(roots(&args.paths)?);
     let tls = args.tls.client(&args.to)?;
-    let stream = args.to.connect_with(Some(args.wait), tls.as_ref()).await?;
-    let mut frames = FrameStream::<_, Frame>::new(stream);
-    auth::login(&mut frames, &args.to, args.token_file.as_deref(), args.wait).await?;
-    let (stream, rest) = frames.into_parts();
+    let mut stream = args.to.connect_with(Some(args.wait), tls.as_ref()).await?;
+    let token_file = args.token_file.as_deref();
+    // Into the library's error, whose exit code main finds (6 for a refusal).
+    let rest =
+        auth::login(&mut stream, &HANDSHAKE, &args.to, token_file, args.wait).await.map_err(crate::Error::from)?.rest;
     let (rd, wr) = tokio::io::split(stream);
     let (tx, replies) = mpsc::channel(256);
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! `exec`: the tutorial's remote-command server, made safe.
 //!
 //! - Nobody runs anything without proving they hold the token (HMAC
-//!   challenge–response over a fresh nonce; see [`wire`]) or a TLS client
+//!   challenge–response over a fresh nonce; see [`crate::auth`]) or a TLS client
 //!   certificate the server's `--tls-client-ca` signed. Each failed proof
 //!   makes the next attempt from that address wait longer.
 //! - Commands are argv, run without a shell, unless the server allows shell
@@ -42,6 +42,14 @@ use self::wire::{Exit, FLAG_SHELL, Frame};
 use crate::auth::{self, Throttle};
 use crate::frames::FrameStream;
 use crate::{Conn, Service};
+
+/// The token handshake exec speaks first ([`crate::auth`]).
+pub const HANDSHAKE: auth::Protocol = auth::Protocol {
+    name: "exec",
+    context: b"sockit-exec-v1",
+    error_type: wire::ERROR_TYPE,
+    last_type: wire::LAST_TYPE,
+};
 
 /// Default for [`ExecConfig::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,12 +101,14 @@ impl Exec {
 type Session = FrameStream<Conn, Frame>;
 
 impl Service for Exec {
-    async fn serve(&self, conn: Conn) -> io::Result<()> {
-        let mut s = Session::new(conn);
+    async fn serve(&self, mut conn: Conn) -> io::Result<()> {
         let flags = if self.config.shell { FLAG_SHELL } else { 0 };
-        if !auth::accept(&mut s, self.config.token.as_deref(), &self.throttle, flags, false).await? {
+        let token = self.config.token.as_deref();
+        let Some(rest) = auth::accept(&mut conn, &HANDSHAKE, token, &self.throttle, flags, false).await? else {
             return Ok(());
-        }
+        };
+        // Commands the client sent without waiting for Ready are in `rest`.
+        let mut s = Session::from_parts(conn, rest);
         while let Some(frame) = s.recv().await? {
             let command = match frame {
                 Frame::Run(argv) => self.argv_command(argv),
@@ -106,7 +116,7 @@ impl Service for Exec {
                 Frame::Shell(_) => {
                     Err("this server runs commands as argv only (it was not started with --shell)".to_string())
                 }
-                other => return auth::refuse(&mut s, format!("unexpected {other:?} frame: expected a command")).await,
+                other => return refuse(&mut s, format!("unexpected {other:?} frame: expected a command")).await,
             };
             match command {
                 Ok(cmd) => self.run(&mut s, cmd).await?,
@@ -123,6 +133,12 @@ impl Service for Exec {
     fn descriptors(&self) -> usize {
         5
     }
+}
+
+/// Tells the client why, and ends the session with that reason.
+async fn refuse<T>(s: &mut Session, why: String) -> io::Result<T> {
+    let _ = s.send(&Frame::Error(why.clone())).await;
+    Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
 }
 
 impl Exec {

@@ -6,27 +6,25 @@
 //!
 //! | type | name   | way | payload |
 //! |------|--------|-----|---------|
-//! | 1 | Hello  | S→C | version:u8 = 1, flags:u8 (1 = token needed, 2 = shell lines allowed), nonce: 32 bytes |
-//! | 2 | Auth   | C→S | HMAC-SHA256(token, `"sockit-exec-v1"` ‖ nonce): 32 bytes (see [`crate::auth`]) |
-//! | 3 | Ready  | S→C | empty: authenticated, send a command |
+//! | 1–3 | the handshake | | Hello (with [`FLAG_SHELL`] when shell lines are allowed), Auth, Ready: see [`crate::auth::wire`] |
 //! | 4 | Run    | C→S | argc:u32, then argc × (length:u32, bytes): the argv, no shell |
 //! | 5 | Shell  | C→S | a line for `/bin/sh -c` (only if the server allows) |
 //! | 6 | Stdout | S→C | bytes the command wrote to its stdout |
 //! | 7 | Stderr | S→C | bytes the command wrote to its stderr |
 //! | 8 | Exit   | S→C | kind:u8 (0 exited, 1 killed by signal, 2 timed out, 3 not started), value:i32 (code, signal, or 126/127) |
-//! | 9 | Error  | S→C | UTF-8 text: the request was refused, and why |
+//! | 9 | Error  | S→C | UTF-8 text: the request was refused, and why (the handshake refuses with it too) |
 //! | 10 | Notice | S→C | UTF-8 text: something the user should know (output truncated) |
 //!
-//! A session: the server sends Hello; the client answers Auth when the
-//! token flag is set; the server answers Ready, or Error and closes. Then
-//! any number of commands, one at a time: Run or Shell, answered by
-//! Stdout/Stderr/Notice frames as output happens and one Exit (an Error
-//! before it says why a command did not start). The nonce is fresh per
-//! connection, so a recorded Auth is worthless on any other.
+//! A session: the handshake first (Hello; Auth when the token flag is set;
+//! Ready, or Error and the server closes), with the context
+//! `"sockit-exec-v1"`. Then any number of commands, one at a time: Run or
+//! Shell, answered by Stdout/Stderr/Notice frames as output happens and one
+//! Exit (an Error before it says why a command did not start). This module
+//! decodes the frames after the handshake: types 1–3 are not among them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use crate::auth::FLAG_TOKEN;
+use crate::frames::{HeaderError, Wire};
 
 /// The largest payload a frame may carry: bounds what a peer can make the
 /// other side buffer. Output is sent in smaller pieces.
@@ -34,11 +32,16 @@ pub const MAX_FRAME: usize = 1 << 20;
 
 pub use crate::frames::HEADER;
 
-/// The protocol version in Hello.
-pub const VERSION: u8 = 1;
-
-/// Hello flag: Shell frames are allowed.
+/// Hello flag (beside the handshake's token flag): Shell frames are allowed.
 pub const FLAG_SHELL: u8 = 2;
+
+/// The first type byte of this protocol's own frames (1–3 are the
+/// handshake's).
+pub const FIRST_TYPE: u8 = 4;
+/// The last type byte.
+pub const LAST_TYPE: u8 = 10;
+/// The type byte of Error, which the handshake refuses with too.
+pub const ERROR_TYPE: u8 = 9;
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,20 +72,6 @@ impl Exit {
 /// One frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// The server's greeting.
-    Hello {
-        /// [`FLAG_TOKEN`], [`FLAG_SHELL`].
-        flags: u8,
-        /// The challenge for this connection.
-        nonce: [u8; 32],
-    },
-    /// The client's proof.
-    Auth {
-        /// HMAC-SHA256 of the nonce under the token.
-        mac: [u8; 32],
-    },
-    /// Authenticated.
-    Ready,
     /// Run a program: argv, no shell.
     Run(Vec<Vec<u8>>),
     /// Run a shell line.
@@ -117,16 +106,13 @@ pub enum WireError {
 impl Frame {
     fn kind(&self) -> u8 {
         match self {
-            Frame::Hello { .. } => 1,
-            Frame::Auth { .. } => 2,
-            Frame::Ready => 3,
-            Frame::Run(_) => 4,
+            Frame::Run(_) => FIRST_TYPE,
             Frame::Shell(_) => 5,
             Frame::Stdout(_) => 6,
             Frame::Stderr(_) => 7,
             Frame::Exit(_) => 8,
-            Frame::Error(_) => 9,
-            Frame::Notice(_) => 10,
+            Frame::Error(_) => ERROR_TYPE,
+            Frame::Notice(_) => LAST_TYPE,
         }
     }
 
@@ -135,13 +121,6 @@ impl Frame {
     pub fn encode(&self, out: &mut BytesMut) {
         let start = crate::frames::begin_frame(out, self.kind());
         match self {
-            Frame::Hello { flags, nonce } => {
-                out.put_u8(VERSION);
-                out.put_u8(*flags);
-                out.put_slice(nonce);
-            }
-            Frame::Auth { mac } => out.put_slice(mac),
-            Frame::Ready => {}
             Frame::Run(argv) => {
                 out.put_u32(argv.len() as u32);
                 for arg in argv {
@@ -171,7 +150,7 @@ impl Frame {
 /// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
 /// the bytes.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-    match crate::frames::split_frame(buf, 1..=10, MAX_FRAME)? {
+    match crate::frames::split_frame(buf, FIRST_TYPE..=LAST_TYPE, MAX_FRAME)? {
         Some((kind, payload)) => parse(kind, payload).map(Some),
         None => Ok(None),
     }
@@ -180,15 +159,6 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
 fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     let text = |p: Bytes, name| String::from_utf8(p.to_vec()).map_err(|_| WireError::Malformed(name));
     Ok(match kind {
-        1 => {
-            if p.len() != 34 || p[0] != VERSION {
-                return Err(WireError::Malformed("hello (another protocol version?)"));
-            }
-            Frame::Hello { flags: p[1], nonce: p[2..].try_into().expect("34 - 2 bytes") }
-        }
-        2 => Frame::Auth { mac: p.as_ref().try_into().map_err(|_| WireError::Malformed("auth"))? },
-        3 if p.is_empty() => Frame::Ready,
-        3 => return Err(WireError::Malformed("ready")),
         4 => {
             let bad = WireError::Malformed("run");
             if p.remaining() < 4 {
@@ -238,7 +208,26 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     })
 }
 
-crate::framed_protocol!(Frame, WireError, context = b"sockit-exec-v1", server = "a sockit exec server");
+impl Wire for Frame {
+    type Error = WireError;
+
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
+        decode(buf)
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        Frame::encode(self, out)
+    }
+}
+
+impl From<HeaderError> for WireError {
+    fn from(e: HeaderError) -> Self {
+        match e {
+            HeaderError::UnknownType(k) => WireError::UnknownType(k),
+            HeaderError::TooLarge(n) => WireError::TooLarge(n),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -256,9 +245,6 @@ mod tests {
     #[test]
     fn every_frame_round_trips() {
         let frames = [
-            Frame::Hello { flags: FLAG_TOKEN | FLAG_SHELL, nonce: [9; 32] },
-            Frame::Auth { mac: [1; 32] },
-            Frame::Ready,
             Frame::Run(vec![b"ls".to_vec(), b"-l".to_vec(), vec![], vec![0xff, b';']]),
             Frame::Run(vec![]),
             Frame::Shell(b"echo hi; touch x".to_vec()),
@@ -297,14 +283,14 @@ mod tests {
         assert_eq!(decode(&mut odd_exit), Err(WireError::Malformed("exit")));
         let mut bad_utf8 = BytesMut::from(&[9u8, 0, 0, 0, 1, 0xff][..]);
         assert_eq!(decode(&mut bad_utf8), Err(WireError::Malformed("error")));
+        // The handshake's frames are over once a command may come.
+        let mut ready = BytesMut::from(&[3u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode(&mut ready), Err(WireError::UnknownType(3)));
     }
 
     fn frame() -> impl Strategy<Value = Frame> {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
         prop_oneof![
-            (any::<u8>(), any::<[u8; 32]>()).prop_map(|(flags, nonce)| Frame::Hello { flags, nonce }),
-            any::<[u8; 32]>().prop_map(|mac| Frame::Auth { mac }),
-            Just(Frame::Ready),
             proptest::collection::vec(bytes(), 0..8).prop_map(Frame::Run),
             bytes().prop_map(Frame::Shell),
             bytes().prop_map(|b| Frame::Stdout(b.into())),

@@ -54,8 +54,16 @@ use tracing::warn;
 use self::disk::Disk;
 use self::wire::{Frame, Hash, Meta, SMALL};
 use crate::auth::{self, Throttle};
-use crate::frames::{FrameReader, FrameStream};
+use crate::frames::FrameReader;
 use crate::{Conn, Service};
+
+/// The token handshake files speaks first ([`crate::auth`]).
+pub const HANDSHAKE: auth::Protocol = auth::Protocol {
+    name: "files",
+    context: b"sockit-files-v1",
+    error_type: wire::ERROR_TYPE,
+    last_type: wire::LAST_TYPE,
+};
 
 /// Default for [`FilesConfig::max_size`]: 16 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
@@ -310,12 +318,12 @@ const DISK_DESCRIPTORS: usize = 6;
 const STAGED_DESCRIPTORS: usize = 2;
 
 impl Service for Files {
-    async fn serve(&self, conn: Conn) -> io::Result<()> {
-        let mut s = FrameStream::<Conn, Frame>::new(conn);
-        if !auth::accept(&mut s, self.config.token.as_deref(), &self.throttle, 0, true).await? {
+    async fn serve(&self, mut conn: Conn) -> io::Result<()> {
+        let token = self.config.token.as_deref();
+        // Entries the client pipelined behind its proof are in `rest`.
+        let Some(rest) = auth::accept(&mut conn, &HANDSHAKE, token, &self.throttle, 0, true).await? else {
             return Ok(());
-        }
-        let (conn, rest) = s.into_parts();
+        };
         let (descriptors, peer) = (conn.descriptors(), conn.peer());
         let (rd, mut wr) = tokio::io::split(conn);
         let mut rd = FrameReader::<_, Frame>::new(rd, rest);

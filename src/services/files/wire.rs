@@ -8,9 +8,7 @@
 //!
 //! | type | name    | way | payload |
 //! |------|---------|-----|---------|
-//! | 1 | Hello   | S→C | version:u8 = 1, flags:u8 (1 = token needed), nonce: 32 bytes |
-//! | 2 | Auth    | C→S | HMAC-SHA256(token, `"sockit-files-v1"` ‖ nonce): 32 bytes (see [`crate::auth`]) |
-//! | 3 | Ready   | S→C | empty: authenticated |
+//! | 1–3 | the handshake | | Hello, Auth, Ready: see [`crate::auth::wire`] |
 //! | 4 | Dir     | C→S | meta, path |
 //! | 5 | File    | C→S | size:u64, meta, flags:u8 (1 = store under a new name if taken), path |
 //! | 6 | Send    | S→C | offset:u64: send the file's bytes from here (more than 0 resumes) |
@@ -21,15 +19,17 @@
 //! | 11 | Stored | S→C | the name it was stored under (differs when renamed) |
 //! | 12 | Same   | S→C | empty: an identical file is already there |
 //! | 13 | Refused | S→C | UTF-8 text: this entry was not stored, and why |
-//! | 14 | Error  | S→C | UTF-8 text: the session cannot go on, and why |
+//! | 14 | Error  | S→C | UTF-8 text: the session cannot go on, and why (the handshake refuses with it too) |
 //! | 15 | End    | C→S | empty: nothing more to send |
 //! | 16 | Bye    | S→C | empty: everything before End is answered |
 //!
 //! Paths are relative, `/`-separated bytes ([`check_path`] says which are
 //! allowed); mode is the Unix permission bits.
 //!
-//! A session: Hello, Auth when the token flag is set, Ready or Error (as in
-//! exec). Then entries, each answered by exactly one final frame (Stored,
+//! A session: the handshake first (Hello, Auth when the token flag is set,
+//! Ready or Error, as in exec), with the context `"sockit-files-v1"`; this
+//! module decodes the frames after it, so types 1–3 are not among them.
+//! Then entries, each answered by exactly one final frame (Stored,
 //! Same or Refused), in order, so a sender may pipeline them:
 //! - Dir: the server creates the directory; its mode and time are set at End.
 //! - File of at most [`SMALL`] bytes: the sender sends File, the `size`
@@ -44,13 +44,18 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use crate::auth::FLAG_TOKEN;
+use crate::frames::{HeaderError, Wire};
 
 /// The largest control frame: paths and messages fit well within it.
 pub const MAX_FRAME: usize = 64 * 1024;
 pub use crate::frames::HEADER;
-/// The protocol version in Hello.
-pub const VERSION: u8 = 1;
+/// The first type byte of this protocol's own frames (1–3 are the
+/// handshake's).
+pub const FIRST_TYPE: u8 = 4;
+/// The last type byte.
+pub const LAST_TYPE: u8 = 16;
+/// The type byte of Error, which the handshake refuses with too.
+pub const ERROR_TYPE: u8 = 14;
 /// Files up to this size are sent without waiting for the server: they are
 /// never resumed, and pipelining them is what makes many small files fast.
 pub const SMALL: u64 = 1 << 20;
@@ -79,20 +84,6 @@ pub struct Meta {
 /// One frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// The server's greeting.
-    Hello {
-        /// [`FLAG_TOKEN`].
-        flags: u8,
-        /// The challenge for this connection.
-        nonce: [u8; 32],
-    },
-    /// The client's proof.
-    Auth {
-        /// HMAC-SHA256 of the nonce under the token.
-        mac: [u8; 32],
-    },
-    /// Authenticated.
-    Ready,
     /// A directory.
     Dir {
         /// Mode and time, set when the session ends.
@@ -152,10 +143,7 @@ pub enum WireError {
 impl Frame {
     fn kind(&self) -> u8 {
         match self {
-            Frame::Hello { .. } => 1,
-            Frame::Auth { .. } => 2,
-            Frame::Ready => 3,
-            Frame::Dir { .. } => 4,
+            Frame::Dir { .. } => FIRST_TYPE,
             Frame::File { .. } => 5,
             Frame::Send(_) => 6,
             Frame::Exists(_) => 7,
@@ -165,9 +153,9 @@ impl Frame {
             Frame::Stored(_) => 11,
             Frame::Same => 12,
             Frame::Refused(_) => 13,
-            Frame::Error(_) => 14,
+            Frame::Error(_) => ERROR_TYPE,
             Frame::End => 15,
-            Frame::Bye => 16,
+            Frame::Bye => LAST_TYPE,
         }
     }
 
@@ -181,13 +169,8 @@ impl Frame {
             out.put_u32(m.mtime_ns);
         };
         match self {
-            Frame::Hello { flags, nonce } => {
-                out.put_u8(VERSION);
-                out.put_u8(*flags);
-                out.put_slice(nonce);
-            }
-            Frame::Auth { mac: h } | Frame::Exists(h) | Frame::Done(h) => out.put_slice(h),
-            Frame::Ready | Frame::Proceed | Frame::Skip | Frame::Same | Frame::End | Frame::Bye => {}
+            Frame::Exists(h) | Frame::Done(h) => out.put_slice(h),
+            Frame::Proceed | Frame::Skip | Frame::Same | Frame::End | Frame::Bye => {}
             Frame::Dir { meta: m, path } => {
                 meta(out, m);
                 out.put_slice(path);
@@ -210,7 +193,7 @@ impl Frame {
 /// is there. Never panics and never buffers past [`MAX_FRAME`], whatever
 /// the bytes.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-    match crate::frames::split_frame(buf, 1..=16, MAX_FRAME)? {
+    match crate::frames::split_frame(buf, FIRST_TYPE..=LAST_TYPE, MAX_FRAME)? {
         Some((kind, payload)) => parse(kind, payload).map(Some),
         None => Ok(None),
     }
@@ -228,14 +211,6 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
         (mtime_ns < 1_000_000_000).then_some(Meta { mode, mtime, mtime_ns })
     };
     Ok(match kind {
-        1 => {
-            if p.len() != 34 || p[0] != VERSION {
-                return Err(WireError::Malformed("hello (another protocol version?)"));
-            }
-            Frame::Hello { flags: p[1], nonce: p[2..].try_into().expect("34 - 2 bytes") }
-        }
-        2 => Frame::Auth { mac: hash(&p, "auth")? },
-        3 => empty(&p, Frame::Ready, "ready")?,
         4 => {
             if p.len() < META {
                 return Err(WireError::Malformed("dir"));
@@ -268,7 +243,26 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
     })
 }
 
-crate::framed_protocol!(Frame, WireError, context = b"sockit-files-v1", server = "a sockit files server");
+impl Wire for Frame {
+    type Error = WireError;
+
+    fn decode(buf: &mut BytesMut) -> Result<Option<Self>, WireError> {
+        decode(buf)
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        Frame::encode(self, out)
+    }
+}
+
+impl From<HeaderError> for WireError {
+    fn from(e: HeaderError) -> Self {
+        match e {
+            HeaderError::UnknownType(k) => WireError::UnknownType(k),
+            HeaderError::TooLarge(n) => WireError::TooLarge(n),
+        }
+    }
+}
 
 /// Why a path is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -347,9 +341,6 @@ mod tests {
     fn every_frame_round_trips() {
         let meta = Meta { mode: 0o644, mtime: -5, mtime_ns: 999_999_999 };
         let frames = [
-            Frame::Hello { flags: FLAG_TOKEN, nonce: [9; 32] },
-            Frame::Auth { mac: [1; 32] },
-            Frame::Ready,
             Frame::Dir { meta, path: b"a/b".to_vec() },
             Frame::File { size: u64::MAX, meta, flags: FLAG_RENAME, path: b"a/b/c.txt".to_vec() },
             Frame::Send(12345),
@@ -384,8 +375,11 @@ mod tests {
         Frame::Dir { meta: Meta { mode: 0, mtime: 0, mtime_ns: 0 }, path: b"d".to_vec() }.encode(&mut bad_nanos);
         bad_nanos[HEADER + 12..HEADER + 16].copy_from_slice(&2_000_000_000u32.to_be_bytes());
         assert_eq!(decode(&mut bad_nanos), Err(WireError::Malformed("dir")));
-        let mut ready_with_payload = BytesMut::from(&[3u8, 0, 0, 0, 1, 0][..]);
-        assert_eq!(decode(&mut ready_with_payload), Err(WireError::Malformed("ready")));
+        let mut end_with_payload = BytesMut::from(&[15u8, 0, 0, 0, 1, 0][..]);
+        assert_eq!(decode(&mut end_with_payload), Err(WireError::Malformed("end")));
+        // The handshake's frames are over once entries may come.
+        let mut ready = BytesMut::from(&[3u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode(&mut ready), Err(WireError::UnknownType(3)));
     }
 
     #[test]
@@ -421,9 +415,6 @@ mod tests {
             mtime_ns,
         });
         prop_oneof![
-            (any::<u8>(), any::<[u8; 32]>()).prop_map(|(flags, nonce)| Frame::Hello { flags, nonce }),
-            any::<[u8; 32]>().prop_map(|mac| Frame::Auth { mac }),
-            Just(Frame::Ready),
             (meta.clone(), bytes()).prop_map(|(meta, path)| Frame::Dir { meta, path }),
             (any::<u64>(), meta, any::<u8>(), bytes()).prop_map(|(size, meta, flags, path)| Frame::File {
                 size,
