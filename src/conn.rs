@@ -84,7 +84,7 @@ impl Stream {
 
     /// Shuts the write half down: the peer reads EOF.
     pub fn shutdown_write(&self) -> io::Result<()> {
-        rustix::net::shutdown(self, rustix::net::Shutdown::Write).map_err(io::Error::from)
+        crate::sys::shutdown_write(self)
     }
 
     /// The remote address, for TCP and TLS.

@@ -13,14 +13,14 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::OwnedFd;
 
-use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use tokio::io::Interest;
 
 use crate::conn::{Conn, Stream};
+use crate::sys::splice::Pipe;
 
-/// How much one splice moves at most, and the pipe size asked for.
+/// How much one splice moves at most, and the pipe size asked for: bigger
+/// pipes mean fewer system calls.
 const PIPE_SIZE: usize = 1024 * 1024;
 /// Reads of this much or more switch a direction to splice; smaller ones
 /// switch it back to copying.
@@ -61,17 +61,17 @@ pub async fn forward(mut conn: Conn, mut upstream: Stream, how: Copy) -> io::Res
 /// are copied, and once a read fills [`SMALL`] the bytes go socket → pipe →
 /// socket until reads get small again.
 async fn splice_half(from: &Stream, to: &Stream, count: impl Fn(usize)) -> io::Result<u64> {
-    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    let mut pipe: Option<Pipe> = None;
     let mut bulk = false;
     let mut total = 0u64;
     loop {
         from.readable().await?;
         let moved = if bulk {
-            let (pipe_r, pipe_w) = match &pipe {
+            let pipe = match &pipe {
                 Some(p) => p,
-                None => pipe.insert(new_pipe()?),
+                None => pipe.insert(Pipe::new(PIPE_SIZE)?),
             };
-            splice_once(from, to, pipe_r, pipe_w).await
+            splice_once(from, to, pipe).await
         } else {
             copy_ready(from, to).await
         };
@@ -91,13 +91,6 @@ async fn splice_half(from: &Stream, to: &Stream, count: impl Fn(usize)) -> io::R
         total += n as u64;
         bulk = n >= SMALL;
     }
-}
-
-fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-    // Bigger pipes mean fewer system calls; the default (64 KiB) still works.
-    let _ = fcntl_setpipe_size(&w, PIPE_SIZE);
-    Ok((r, w))
 }
 
 /// Moves what is ready on `from` (at most [`SCRATCH`] bytes) to `to`:
@@ -127,13 +120,12 @@ pub async fn copy_ready(from: &Stream, to: &Stream) -> io::Result<usize> {
 }
 
 /// Splices what is ready into the pipe, then all of it out to `to`.
-async fn splice_once(from: &Stream, to: &Stream, pipe_r: &OwnedFd, pipe_w: &OwnedFd) -> io::Result<usize> {
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    let n = from.try_io(Interest::READABLE, || Ok(splice(from, None, pipe_w, None, PIPE_SIZE, flags)?))?;
+async fn splice_once(from: &Stream, to: &Stream, pipe: &Pipe) -> io::Result<usize> {
+    let n = from.try_io(Interest::READABLE, || pipe.fill_from(from, PIPE_SIZE))?;
     let mut left = n;
     while left > 0 {
         to.writable().await?;
-        match to.try_io(Interest::WRITABLE, || Ok(splice(pipe_r, None, to, None, left, flags)?)) {
+        match to.try_io(Interest::WRITABLE, || pipe.drain_to(to, left)) {
             Ok(m) => left -= m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),

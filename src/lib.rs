@@ -54,9 +54,20 @@
 //! - [`commands`]: one module per subcommand of the binary.
 //! - [`text`]: peer text made safe for a terminal.
 //! - [`cli`]: the command-line definition; [`logging`]: log setup and the
-//!   `listening on` status line; [`sys`]: process limits; [`error`]: errors
-//!   and exit codes; [`units`]: durations and byte sizes on the command line.
+//!   `listening on` status line; [`error`]: errors and exit codes;
+//!   [`units`]: durations and byte sizes on the command line.
+//! - [`sys`]: every call to the operating system that std and tokio do not
+//!   make (splice, `O_TMPFILE`, `syncfs`, pidfds, `/proc`, limits), as small
+//!   safe functions: the one place to port, and the only `unsafe` code.
+//!
+//! # Platforms
+//!
+//! Linux only; see [`sys`] for what ties sockit to it and the kernel each
+//! part needs.
 #![warn(missing_docs)]
+// Unsafe code is allowed one function at a time, in `sys`, each with the
+// reason it is sound.
+#![deny(unsafe_code)]
 
 pub mod acl;
 pub mod auth;

@@ -105,11 +105,11 @@ pub fn self_signed(names: &[String]) -> Result<SelfSigned, Error> {
 /// The names an ephemeral or generated certificate is made for by default.
 pub fn default_names() -> Vec<String> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    if let Ok(host) = rustix::system::uname().nodename().to_str()
+    if let Some(host) = crate::sys::hostname()
         && !host.is_empty()
-        && !names.iter().any(|n| n == host)
+        && !names.contains(&host)
     {
-        names.push(host.to_string());
+        names.push(host);
     }
     names
 }

@@ -4,7 +4,7 @@
 //! what failed.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -349,7 +349,7 @@ fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
         "it is a symbolic link".to_string()
     } else if !meta.file_type().is_file() {
         "it is not a regular file".to_string()
-    } else if meta.uid() != rustix::process::geteuid().as_raw() {
+    } else if meta.uid() != crate::sys::effective_uid() {
         format!("it belongs to another user (uid {})", meta.uid())
     } else if meta.nlink() > 1 {
         format!("it has {} other links (hard links) to it", meta.nlink() - 1)
@@ -371,13 +371,7 @@ fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
 /// ours: opened without O_TRUNC, checked, then truncated. Returns its
 /// length.
 fn open_partial(partial: &Path, append: bool) -> anyhow::Result<(std::fs::File, u64)> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .append(append)
-        .create(true)
-        // O_NONBLOCK: a FIFO planted there fails at once instead of
-        // blocking the open; it is ignored for regular files.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+    let file = crate::sys::fs::no_follow_no_block(std::fs::OpenOptions::new().write(true).append(append).create(true))
         .open(partial)
         .map_err(|e| {
             // Say why when something was planted there.

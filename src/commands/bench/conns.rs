@@ -34,16 +34,8 @@ pub struct ConnsArgs {
     pub server_pid: Option<u32>,
 }
 
-/// Resident memory of a process in bytes, from /proc.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 pub(super) async fn run(args: ConnsArgs) -> anyhow::Result<Report> {
-    let before = args.server_pid.and_then(rss_bytes);
+    let before = args.server_pid.and_then(crate::sys::resident_bytes);
     let mut open: Vec<Stream> = Vec::with_capacity(args.conns);
     let mut failed = 0u64;
     let mut pending = tokio::task::JoinSet::new();
@@ -60,7 +52,7 @@ pub(super) async fn run(args: ConnsArgs) -> anyhow::Result<Report> {
         }
     }
     tokio::time::sleep(args.hold).await;
-    let after = args.server_pid.and_then(rss_bytes);
+    let after = args.server_pid.and_then(crate::sys::resident_bytes);
     // Still open? Drain what the server sent (a welcome line, say): EOF or
     // an error means the server dropped it; nothing more to read, alive.
     let mut dropped = 0u64;

@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -32,8 +32,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::Sleep;
 use tracing::info;
@@ -41,6 +40,7 @@ use tracing::info;
 use self::wire::{Exit, FLAG_SHELL, Frame};
 use crate::auth::{self, Throttle};
 use crate::frames::FrameStream;
+use crate::sys::process::ExitFd;
 use crate::{Conn, Service};
 
 /// The token handshake exec speaks first ([`crate::auth`]).
@@ -198,7 +198,7 @@ impl Exec {
         };
         // From here on, the whole group dies with this function, however it
         // ends: timeout, client gone, server shutting down.
-        let pid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        let pid = child.id();
         let mut group = Group(pid);
         let exit_watch = ExitWatch::new(pid);
         let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
@@ -320,7 +320,7 @@ async fn drain<R: AsFd>(
 ) -> io::Result<bool> {
     // Only what is there now: a writer outside the group could go on
     // writing for ever.
-    let mut left = pipe.as_ref().map_or(0, |p| rustix::io::ioctl_fionread(p).unwrap_or(0));
+    let mut left = pipe.as_ref().map_or(0, crate::sys::process::readable_now);
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         let n = read_now(pipe, &mut buf[..want])?;
@@ -359,26 +359,22 @@ async fn send_watched(
 }
 
 /// Tells when a command has exited.
-struct ExitWatch(Option<AsyncFd<OwnedFd>>);
+struct ExitWatch(Option<ExitFd>);
 
 impl ExitWatch {
-    /// A pidfd becomes readable when the process exits but does not reap
-    /// it: until it is reaped, its pid, and so its process group id, cannot
-    /// be reused, and the group can be killed without hitting a stranger.
+    /// A pidfd tells of the exit without reaping the process, so the
+    /// group can be killed before its id may be reused ([`ExitFd`]).
     /// Without pidfds (Linux before 5.3), the group is killed just after
     /// the reap; with sequential pids, a reuse in between is very unlikely.
-    fn new(pid: Option<rustix::process::Pid>) -> Self {
-        let fd = pid.and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
-        // SAFETY: an OwnedFd stays open, and the same descriptor, for as
-        // long as it is owned, here by the AsyncFd.
-        ExitWatch(fd.and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()))
+    fn new(pid: Option<u32>) -> Self {
+        ExitWatch(pid.and_then(ExitFd::open))
     }
 
     /// Waits for the command to exit, kills the rest of its group, and
     /// reaps it.
     async fn wait(&self, child: &mut Child, group: &mut Group) -> io::Result<ExitStatus> {
         if let Some(fd) = &self.0 {
-            let _ready = fd.readable().await?;
+            fd.exited().await?;
             group.kill();
         }
         let status = child.wait().await?;
@@ -389,12 +385,12 @@ impl ExitWatch {
 }
 
 /// Kills a process group when dropped, unless forgotten first.
-struct Group(Option<rustix::process::Pid>);
+struct Group(Option<u32>);
 
 impl Group {
     fn kill(&self) {
         if let Some(pid) = self.0 {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            crate::sys::process::kill_group(pid);
         }
     }
 
@@ -414,17 +410,14 @@ impl Drop for Group {
 /// EOF (then it is closed).
 fn read_now<R: AsFd>(pipe: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
     let Some(p) = pipe else { return Ok(0) };
-    loop {
-        match rustix::io::read(&*p, &mut *buf) {
-            Ok(0) => {
-                *pipe = None;
-                return Ok(0);
-            }
-            Ok(n) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(0),
-            Err(e) => return Err(e.into()),
+    match crate::sys::process::read_now(&*p, buf) {
+        Ok(0) => {
+            *pipe = None;
+            Ok(0)
         }
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
     }
 }
 

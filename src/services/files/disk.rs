@@ -1,45 +1,208 @@
 //! The files service's disk side: everything that touches the filesystem,
-//! on one blocking thread per session (and a second that syncs batches of
-//! small files), fed by the session's network side in `mod.rs`.
+//! fed by the session's network side in `mod.rs`.
+//!
+//! Three threads per session, one owner for each decision, std channels
+//! between them:
+//! - the network side (async) reads frames and hands them over as
+//!   [`Job`]s in arrival order, through [`Jobs`]: a std channel bounded by a
+//!   semaphore that it awaits, so a full queue never blocks a runtime
+//!   thread. The disk's answer to a big file ([`Opened`]) comes back to it
+//!   once, and it is the one that tells the sender and acts on it.
+//! - the disk thread ([`Disk::run`], a blocking task) owns the receiving
+//!   tree (`tree.rs`), the big file being written (`big.rs`), the small
+//!   files being staged (`small.rs`) and the order of the answers
+//!   ([`Outbox`]). It waits on the job queue, with a timeout while staged
+//!   small files linger for company.
+//! - the commit thread, started with a session's first batch of small
+//!   files and living as long as the session, syncs and names one batch at
+//!   a time and answers for it.
+//!
+//! Answers go to the network side's writer through a bounded channel, and
+//! a thread that sends one blocks while the sender reads slowly; when
+//! another session takes this one's file over, the writer gives up, which
+//! closes the channel and frees both threads.
 
-use std::cell::RefCell;
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::fs::{File, FileTimes, Permissions};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
 
 mod big;
-mod commit;
 mod dirs;
+mod small;
+mod tree;
 
-use self::big::Incoming;
+use self::big::{Finished, Incoming, Opening};
 use self::dirs::Dirs;
-
-use self::commit::{Staged, StagedFile, Tmp, commit, discard};
+use self::small::Batch;
+use self::tree::{Target, Tree, Where};
+use super::session::{Claim, KEY_WAIT, Session, Writer, Writers};
 use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR, SMALL};
-use super::{BATCH_BYTES, Busy, FilesConfig, Head, Job, LINGER, Policy, STAGED_TEXT, Session, SmallFile};
-use crate::units::format_size;
+use super::{FilesConfig, Policy, hash_prefix_with};
+use crate::sys::fs as sysfs;
 
-/// Where a name leads, once checked.
-struct Target {
-    parent: Arc<OwnedFd>,
-    name: Vec<u8>,
-    shown: Vec<u8>,
-    replace: bool,
+/// Answers gathered before they go to the writer as one batch.
+const OUTBOX_FRAMES: usize = 256;
+
+/// Work for the session's disk thread, in the order frames arrived.
+pub(super) enum Job {
+    /// A directory entry.
+    Dir { meta: Meta, path: Vec<u8> },
+    /// Small files, each whole.
+    Small(Vec<SmallFile>),
+    /// A big file's entry: where it goes comes back on `answer`.
+    Open { head: Head, answer: oneshot::Sender<Opened> },
+    /// The sender goes on over a file of the same size that differs.
+    Proceed { answer: oneshot::Sender<Opened> },
+    /// The sender skips a file that is there already.
+    Skip,
+    /// A piece of the big file's data.
+    Data(Bytes),
+    /// The big file's end, with the sender's BLAKE3.
+    Finish(Hash),
+    /// The session's end.
+    End,
 }
 
-/// A directory files go in.
-#[derive(Clone)]
-struct Parent {
-    fd: Arc<OwnedFd>,
-    /// Made by this session.
-    fresh: bool,
+/// A small file as received, whole: its hash is checked on the network
+/// side, so that the disk thread only writes.
+pub(super) struct SmallFile {
+    pub(super) head: Head,
+    pub(super) data: Bytes,
+    /// The sender's BLAKE3 of it.
+    pub(super) hash: Hash,
+    /// Whether the data has that hash.
+    pub(super) intact: bool,
+}
+
+/// A file entry as announced.
+pub(super) struct Head {
+    pub(super) size: u64,
+    pub(super) meta: Meta,
+    pub(super) flags: u8,
+    pub(super) path: Vec<u8>,
+}
+
+/// The disk thread's decision on a big file: the network side tells the
+/// sender, and reads what comes next by it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Opened {
+    /// Send the data from this offset.
+    Send(u64),
+    /// A file of that size is there with this BLAKE3: skip or proceed?
+    Exists(Hash),
+    /// Not stored, and why.
+    Refused(String),
+}
+
+impl Opened {
+    /// The frame that tells the sender.
+    pub(super) fn frame(&self) -> Frame {
+        match self {
+            Opened::Send(offset) => Frame::Send(*offset),
+            Opened::Exists(hash) => Frame::Exists(*hash),
+            Opened::Refused(why) => Frame::Refused(why.clone()),
+        }
+    }
+}
+
+/// A job and its place in the queue, given back when the disk thread takes
+/// it.
+type Queued = (Job, OwnedSemaphorePermit);
+
+/// The network side's end of the job queue.
+pub(super) struct Jobs {
+    tx: std_mpsc::Sender<Queued>,
+    room: Arc<Semaphore>,
+}
+
+/// The disk thread's end of the job queue.
+pub(super) struct JobQueue {
+    rx: std_mpsc::Receiver<Queued>,
+    room: Arc<Semaphore>,
+}
+
+/// A job queue that holds at most `depth` jobs.
+pub(super) fn job_queue(depth: usize) -> (Jobs, JobQueue) {
+    let (tx, rx) = std_mpsc::channel();
+    let room = Arc::new(Semaphore::new(depth));
+    (Jobs { tx, room: room.clone() }, JobQueue { rx, room })
+}
+
+impl Jobs {
+    /// Hands a job to the disk thread, waiting (without blocking a thread)
+    /// while the queue is full; fails once the disk thread has ended.
+    pub(super) async fn send(&self, job: Job) -> io::Result<()> {
+        let place = self.room.clone().acquire_owned().await.map_err(|_| disk_gone())?;
+        self.tx.send((job, place)).map_err(|_| disk_gone())
+    }
+}
+
+impl JobQueue {
+    /// A job if one is queued. A job's place in the queue is free as soon
+    /// as it is taken.
+    fn try_recv(&self) -> Result<Job, std_mpsc::TryRecvError> {
+        self.rx.try_recv().map(|(job, _place)| job)
+    }
+
+    /// The next job, waiting until `deadline` at most.
+    fn recv_until(&self, deadline: Instant) -> Result<Job, std_mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).map(|(job, _place)| job)
+    }
+
+    /// The next job; an error once the network side stopped sending.
+    fn recv(&self) -> Result<Job, std_mpsc::RecvError> {
+        self.rx.recv().map(|(job, _place)| job)
+    }
+}
+
+impl Drop for JobQueue {
+    fn drop(&mut self) {
+        // The network side stops waiting for room at once.
+        self.room.close();
+    }
+}
+
+/// Why the network side stops: the disk side is gone.
+pub(super) fn disk_gone() -> io::Error {
+    io::Error::other("stopped: the disk side ended the session")
+}
+
+/// Answers on their way to the sender, in order: gathered, and sent as one
+/// batch when there are many, and before every wait so none is held back.
+pub(super) struct Outbox {
+    frames: Vec<Frame>,
+    tx: mpsc::Sender<Vec<Frame>>,
+}
+
+impl Outbox {
+    fn new(tx: mpsc::Sender<Vec<Frame>>) -> Outbox {
+        Outbox { frames: Vec::new(), tx }
+    }
+
+    /// Queues an answer.
+    pub(super) fn push(&mut self, f: Frame) -> io::Result<()> {
+        self.frames.push(f);
+        if self.frames.len() >= OUTBOX_FRAMES { self.send() } else { Ok(()) }
+    }
+
+    /// Sends the queued answers to the writer, waiting while its queue is
+    /// full (a sender that reads slowly); fails when the writer has ended.
+    pub(super) fn send(&mut self) -> io::Result<()> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        let frames = std::mem::take(&mut self.frames);
+        self.tx.blocking_send(frames).map_err(|_| io::Error::other("the connection closed"))
+    }
 }
 
 /// A refusal of one entry: the sender is told, the session goes on.
@@ -47,39 +210,28 @@ struct Refusal(String);
 
 /// The session's disk side: everything that touches the filesystem.
 pub(super) struct Disk {
-    root: OwnedFd,
+    tree: Tree,
     partial: Arc<OwnedFd>,
-    committing: Option<std::thread::JoinHandle<io::Result<()>>>,
+    /// The receiving directory, for messages and the sweep.
     dir: PathBuf,
-    policy: Policy,
-    max_size: u64,
-    busy: Busy,
+    out: Outbox,
+    batch: Batch,
     /// This session, as other sessions see it.
     session: Arc<Session>,
-    replies: mpsc::Sender<Vec<Frame>>,
-    outbox: RefCell<Vec<Frame>>,
-    last_dir: RefCell<Option<(Vec<u8>, Parent)>>,
-    /// Directories this session created: nothing was in them but what it
-    /// put there, so a new name needs no look first; and they take the
-    /// sender's modes and times at the end (no other directory does).
-    dirs: RefCell<Dirs>,
-    batch_files: usize,
-    staged: Vec<Staged>,
-    staged_bytes: u64,
-    /// Bytes of paths and answers in `staged`.
-    staged_text: usize,
-    staged_since: Option<Instant>,
-    runtime: tokio::runtime::Handle,
-    /// End was done: the session finished whole.
-    ended: bool,
+    writers: Writers,
+    /// A big file the sender is deciding about (it was told `Exists`).
     pending: Option<Head>,
-    incoming: Option<Incoming>,
+    /// The big file being received, and the right to write it.
+    incoming: Option<(Box<Incoming>, Writer)>,
 }
 
 impl Disk {
+    /// Opens the receiving directory (created when missing) and its
+    /// partial directory; answers go to `replies`, small files are synced
+    /// `batch_files` at most at once.
     pub(super) fn open(
         config: &FilesConfig,
-        busy: Busy,
+        writers: Writers,
         session: Arc<Session>,
         replies: mpsc::Sender<Vec<Frame>>,
         batch_files: usize,
@@ -90,98 +242,58 @@ impl Disk {
             move |e: io::Error| io::Error::new(e.kind(), format!("{what} {dir}: {e}"))
         };
         std::fs::create_dir_all(&config.dir).map_err(ctx("cannot create the receiving directory"))?;
-        let root = rustix::fs::open(&config.dir, dir_flags(), Mode::empty())
-            .map_err(|e| ctx("cannot open the receiving directory")(e.into()))?;
-        let partial = match rustix::fs::mkdirat(&root, PARTIAL_DIR, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {
-                rustix::fs::openat(&root, PARTIAL_DIR, dir_flags(), Mode::empty())
-                    .map_err(|e| ctx("cannot open the partial-file directory in")(e.into()))?
+        let root = sysfs::open_dir(&config.dir).map_err(ctx("cannot open the receiving directory"))?;
+        let partial = match sysfs::make_dir_at(&root, PARTIAL_DIR.as_bytes(), 0o700) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(ctx("cannot create the partial-file directory in")(e));
             }
-            Err(e) => return Err(ctx("cannot create the partial-file directory in")(e.into())),
+            _ => sysfs::open_dir_at(&root, PARTIAL_DIR.as_bytes())
+                .map_err(ctx("cannot open the partial-file directory in"))?,
         };
+        let partial = Arc::new(partial);
         Ok(Disk {
-            root,
-            partial: Arc::new(partial),
-            committing: None,
+            tree: Tree::new(root, Dirs::new(config.max_dirs), config.policy, config.max_size),
+            batch: Batch::new(batch_files, partial.clone(), replies.clone()),
+            out: Outbox::new(replies),
+            partial,
             dir: config.dir.clone(),
-            policy: config.policy,
-            max_size: config.max_size,
-            busy,
             session,
-            replies,
-            outbox: Default::default(),
-            last_dir: Default::default(),
-            dirs: RefCell::new(Dirs::new(config.max_dirs)),
-            batch_files,
-            staged: Vec::new(),
-            staged_bytes: 0,
-            staged_text: 0,
-            staged_since: None,
-            runtime: tokio::runtime::Handle::current(),
-            ended: false,
+            writers,
             pending: None,
             incoming: None,
         })
     }
 
-    /// Queues an answer; they go out in batches ([`Disk::send_replies`]).
-    fn reply(&self, f: Frame) -> io::Result<()> {
-        let full = {
-            let mut out = self.outbox.borrow_mut();
-            out.push(f);
-            out.len() >= 256
-        };
-        if full { self.send_replies() } else { Ok(()) }
-    }
-
-    /// Sends the queued answers: before every wait, so none is held back.
-    fn send_replies(&self) -> io::Result<()> {
-        let out = std::mem::take(&mut *self.outbox.borrow_mut());
-        if out.is_empty() {
-            return Ok(());
-        }
-        // A sender that reads no answers (its side of the connection
-        // gone quiet) must not keep this thread, and the file it holds,
-        // once another session has taken that over.
-        self.runtime.block_on(async {
-            tokio::select! {
-                biased;
-                sent = self.replies.send(out) => sent.map_err(|_| io::Error::other("the connection closed")),
-                _ = self.session.stop.cancelled() => Err(taken_over()),
-            }
-        })
-    }
-
-    pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>, sweep: Option<Duration>) -> io::Result<()> {
+    /// Does the session's jobs (after sweeping old partial files if
+    /// `sweep` says how old), and says why it ended to the sender if it
+    /// failed.
+    pub(super) fn run(mut self, jobs: JobQueue, sweep: Option<Duration>) -> io::Result<()> {
         if let Some(ttl) = sweep {
             self.sweep(ttl);
         }
-        let result = self.work(&mut jobs);
+        let worked = self.work(&jobs);
+        drop(jobs);
         // A big file cut short stays for a resume; its key goes now, for
         // whoever sends it again.
         self.incoming = None;
-        let result = result.and_then(|()| self.join_commit());
-        // Ended by another session that took over its file: say so (the
-        // queue closing looks like a sender that left).
-        let result = match result {
-            Ok(()) if !self.ended && self.session.stop.is_cancelled() => Err(taken_over()),
-            other => other,
+        let closed = self.batch.close();
+        let result = match worked.and_then(|ended| closed.map(|()| ended)) {
+            // Ended by another session that took over its file: say so
+            // (the queue closing looks like a sender that left).
+            Ok(false) | Err(_) if self.session.stop.is_cancelled() => Err(taken_over()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         };
-        // Small files not yet synced and named are not kept; a big one
-        // stays for resume (its key is released by the guard).
-        for s in std::mem::take(&mut self.staged) {
-            if let Staged::File(f) = s {
-                discard(&self.partial, &f.tmp);
-            }
-        }
         if let Err(e) = &result {
-            let _ = self.reply(Frame::Error(e.to_string()));
+            let _ = self.out.push(Frame::Error(e.to_string()));
         }
-        let _ = self.send_replies();
+        let _ = self.out.send();
         result
     }
 
-    fn work(&mut self, jobs: &mut mpsc::Receiver<Job>) -> io::Result<()> {
+    /// Does jobs as they come: true at End, false when the network side
+    /// stopped sending.
+    fn work(&mut self, jobs: &JobQueue) -> io::Result<bool> {
         loop {
             let job = match jobs.try_recv() {
                 Ok(job) => job,
@@ -189,31 +301,22 @@ impl Disk {
                     // Nothing queued: wait a little for more (a burst of
                     // small files shares one sync), then answer what is
                     // staged rather than hold the sender's replies.
-                    self.send_replies()?;
-                    let next = match self.staged_since {
-                        Some(since) => {
-                            let wait = (since + LINGER).saturating_duration_since(Instant::now());
-                            self.runtime
-                                .block_on(async { tokio::time::timeout(wait, jobs.recv()).await.ok().flatten() })
-                        }
-                        None => None,
-                    };
-                    if let Some(job) = next {
-                        if self.dispatch(job)? {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                    self.flush(false)?;
-                    self.send_replies()?;
-                    match jobs.blocking_recv() {
+                    self.out.send()?;
+                    match self.batch.due().and_then(|due| jobs.recv_until(due).ok()) {
                         Some(job) => job,
-                        None => return Ok(()),
+                        None => {
+                            self.batch.flush(false, &mut self.out)?;
+                            self.out.send()?;
+                            match jobs.recv() {
+                                Ok(job) => job,
+                                Err(_) => return Ok(false),
+                            }
+                        }
                     }
                 }
             };
             if self.dispatch(job)? {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
@@ -221,14 +324,17 @@ impl Disk {
     /// Does one job; true at End.
     fn dispatch(&mut self, job: Job) -> io::Result<bool> {
         // Small files and directories keep their answers in order through
-        // the staged batch; a big file waits for it to be named.
-        if !matches!(job, Job::Small { .. } | Job::Dir { .. }) {
-            self.flush(true)?;
+        // the staged batch; anything else waits for it to be named.
+        if !matches!(job, Job::Small(_) | Job::Dir { .. }) {
+            self.batch.flush(true, &mut self.out)?;
         }
         match job {
             Job::Dir { meta, path } => {
-                let answer = self.make_dir(&path, meta).map(|()| Frame::Stored(path));
-                self.answer(answer.unwrap_or_else(|Refusal(why)| Frame::Refused(why)))?;
+                let answer = match self.tree.make_dir(&path, meta) {
+                    Ok(()) => Frame::Stored(path),
+                    Err(Refusal(why)) => Frame::Refused(why),
+                };
+                self.batch.answer(answer, &mut self.out)?;
             }
             Job::Small(files) => {
                 for f in files {
@@ -237,328 +343,172 @@ impl Disk {
             }
             Job::Open { head, answer } => {
                 let opened = self.open_big(head, false)?;
-                self.send_replies()?;
+                // Every earlier answer is on its way before this one.
+                self.out.send()?;
                 let _ = answer.send(opened);
             }
             Job::Proceed { answer } => {
                 let head = self.pending.take().ok_or_else(|| io::Error::other("Proceed without Exists"))?;
                 let opened = self.open_big(head, true)?;
-                self.send_replies()?;
+                self.out.send()?;
                 let _ = answer.send(opened);
             }
             Job::Skip => self.pending = None,
             Job::Data(piece) => self.write_piece(&piece)?,
             Job::Finish(hash) => self.finish_big(hash)?,
             Job::End => {
-                self.finish_dirs();
-                self.reply(Frame::Bye)?;
-                self.ended = true;
+                self.tree.finish_dirs();
+                self.out.push(Frame::Bye)?;
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// The directory a file goes in, created when missing; the last one
-    /// is kept, since files of one directory come one after another.
-    fn parent_dir(&self, path: &[u8], dirs: &[&[u8]]) -> Result<Parent, Refusal> {
-        let key = dirs.join(&b'/');
-        if let Some((k, parent)) = &*self.last_dir.borrow()
-            && *k == key
-        {
-            return Ok(parent.clone());
-        }
-        let fd = Arc::new(self.walk(path, dirs, true)?);
-        let parent = Parent { fresh: self.dirs.borrow().created(dirs), fd };
-        *self.last_dir.borrow_mut() = Some((key, parent.clone()));
-        Ok(parent)
-    }
-
-    /// Creates a directory (and its parents), confined; it takes the
-    /// sender's mode and time at the end only if this session created it.
-    fn make_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), Refusal> {
-        let parts = wire::check_path(path).map_err(|e| refusal(path, e))?;
-        self.walk(path, &parts, true)?;
-        self.dirs.get_mut().set_meta(&parts, meta);
-        Ok(())
-    }
-
-    /// Opens the directory `parts` names under the root, creating missing
-    /// ones if asked (and remembering them); never follows a symlink.
-    fn walk(&self, path: &[u8], parts: &[&[u8]], create: bool) -> Result<OwnedFd, Refusal> {
-        let mut cur = rustix::io::dup(&self.root).map_err(|e| refusal(path, e))?;
-        for (i, part) in parts.iter().enumerate() {
-            let next = match rustix::fs::openat(&cur, *part, dir_flags(), Mode::empty()) {
-                Err(rustix::io::Errno::NOENT) if create => {
-                    let mut dirs = self.dirs.borrow_mut();
-                    if dirs.room_for(&parts[..=i]).is_err() {
-                        return Err(Refusal(format!(
-                            "{}: this session made {} directories, the server's limit (--max-dirs); \
-                             send again to store the rest",
-                            show(path),
-                            dirs.max()
-                        )));
-                    }
-                    match rustix::fs::mkdirat(&cur, *part, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => dirs.record_created(&parts[..=i]).expect("room checked"),
-                        Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(refusal(path, io_with(e, "cannot create a directory"))),
-                    }
-                    rustix::fs::openat(&cur, *part, dir_flags(), Mode::empty())
-                }
-                other => other,
-            };
-            cur = next.map_err(|e| match e {
-                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => Refusal(format!(
-                    "{}: '{}' on the server is a symlink or not a directory; refusing to follow it",
-                    show(path),
-                    String::from_utf8_lossy(part)
-                )),
-                e => refusal(path, e),
-            })?;
-        }
-        Ok(cur)
-    }
-
-    /// Where a file entry goes, by the policy and the sender's flag; or why
-    /// not; `Err(Ok(hash))` when a file of that size is there and the
-    /// sender should decide.
-    fn target(&self, head: &Head, proceed: bool) -> Result<Result<Target, Hash>, Refusal> {
-        let parts = wire::check_path(&head.path).map_err(|e| refusal(&head.path, e))?;
-        if head.size > self.max_size {
-            return Err(Refusal(format!(
-                "{}: {} is over the server's --max-size {}",
-                show(&head.path),
-                indicatif::HumanBytes(head.size),
-                format_size(self.max_size)
-            )));
-        }
-        let (dirs, name) = parts.split_at(parts.len() - 1);
-        let Parent { fd: parent, fresh } = self.parent_dir(&head.path, dirs)?;
-        let name = name[0].to_vec();
-        // A small file's data is here already: in a directory this session
-        // made, a name taken anyway (a path sent twice) is caught by the
-        // link failing, not by a look first. A big one is looked for, to
-        // spare sending it.
-        let look = !fresh || head.size > SMALL || self.policy != Policy::Refuse || head.flags & FLAG_RENAME != 0;
-        let existing = match look.then(|| rustix::fs::statat(&parent, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)) {
-            None | Some(Err(rustix::io::Errno::NOENT)) => None,
-            Some(Err(e)) => return Err(refusal(&head.path, e)),
-            Some(Ok(st)) => Some(st),
-        };
-        let Some(st) = existing else {
-            return Ok(Ok(Target { parent, name, shown: head.path.clone(), replace: false }));
-        };
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile | FileType::Symlink => {}
-            FileType::Directory => {
-                return Err(Refusal(format!("{}: is a directory on the server", show(&head.path))));
-            }
-            _ => {
-                return Err(Refusal(format!(
-                    "{}: is a device, FIFO or socket on the server; refusing to touch it",
-                    show(&head.path)
-                )));
-            }
-        }
-        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
-        if !proceed && regular && st.st_size as u64 == head.size {
-            let hash = hash_at(&parent, &name).map_err(|e| refusal(&head.path, e))?;
-            return Ok(Err(hash));
-        }
-        if self.policy == Policy::Rename || head.flags & FLAG_RENAME != 0 {
-            for n in 1..=9999 {
-                let candidate = wire::numbered(&name, n);
-                if let Err(rustix::io::Errno::NOENT) =
-                    rustix::fs::statat(&parent, candidate.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                {
-                    let mut shown = head.path[..head.path.len() - name.len()].to_vec();
-                    shown.extend_from_slice(&candidate);
-                    return Ok(Ok(Target { parent, name: candidate, shown, replace: false }));
-                }
-            }
-            return Err(Refusal(format!("{}: no free name left", show(&head.path))));
-        }
-        if self.policy == Policy::Overwrite {
-            return Ok(Ok(Target { parent, name, shown: head.path.clone(), replace: true }));
-        }
-        Err(Refusal(differs(&head.path)))
-    }
-
     fn small(&mut self, SmallFile { head, data, hash, intact }: SmallFile) -> io::Result<()> {
         if !intact {
-            return self.answer(Frame::Refused(format!(
+            let why = format!(
                 "{}: BLAKE3 mismatch: the data changed in transit or on the sender; send it again",
                 show(&head.path)
-            )));
+            );
+            return self.batch.answer(Frame::Refused(why), &mut self.out);
         }
-        let t = match self.target(&head, false) {
-            Err(Refusal(why)) => return self.answer(Frame::Refused(why)),
-            Ok(Err(theirs)) if theirs == hash => return self.answer(Frame::Same),
-            Ok(Err(_)) => match self.target(&head, true) {
-                Err(Refusal(why)) => return self.answer(Frame::Refused(why)),
-                Ok(t) => t.expect("proceeding never asks"),
+        let target = match self.tree.target(&head, false) {
+            Ok(Where::To(t)) => t,
+            Ok(Where::Taken(theirs)) if theirs == hash => return self.batch.answer(Frame::Same, &mut self.out),
+            // Its data is here already: no need to ask the sender.
+            Ok(Where::Taken(_)) => match self.tree.target(&head, true) {
+                Ok(Where::To(t)) => t,
+                Ok(Where::Taken(_)) => return self.batch.answer(Frame::Refused(differs(&head.path)), &mut self.out),
+                Err(Refusal(why)) => return self.batch.answer(Frame::Refused(why), &mut self.out),
             },
-            Ok(Ok(t)) => t,
+            Err(Refusal(why)) => return self.batch.answer(Frame::Refused(why), &mut self.out),
         };
-        // Unnamed, it may have its final mode from the start.
-        let unnamed = rustix::fs::openat(
-            &t.parent,
-            ".",
-            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(head.meta.mode & 0o777),
-        );
-        let (tmp, opened) = match unnamed {
-            Ok(fd) => (Tmp::Unnamed(File::from(fd)), Ok(())),
-            Err(_) => {
-                let name = format!("tmp-{}", random_hex());
-                let fd = rustix::fs::openat(
-                    &self.partial,
-                    name.as_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                );
-                (Tmp::Named(name), fd.map(|fd| drop(File::from(fd))).map_err(io::Error::from))
+        match self.batch.write(&target, &head, &data) {
+            Ok(written) => self.batch.stage(written, target, head.size, hash, &mut self.out),
+            Err(e) => {
+                let why = self.not_stored(&head.path, e)?;
+                self.batch.answer(Frame::Refused(why), &mut self.out)
             }
+        }
+    }
+
+    /// Where a big file goes, or the answer that it goes nowhere (yet).
+    fn place_big(&mut self, head: Head, proceed: bool) -> Result<(Target, Head), Opened> {
+        match self.tree.target(&head, proceed) {
+            Ok(Where::To(t)) => Ok((t, head)),
+            Ok(Where::Taken(hash)) => {
+                self.pending = Some(head);
+                Err(Opened::Exists(hash))
+            }
+            Err(Refusal(why)) => Err(Opened::Refused(why)),
+        }
+    }
+
+    fn open_big(&mut self, head: Head, proceed: bool) -> io::Result<Opened> {
+        let (target, head) = match self.place_big(head, proceed) {
+            Ok(x) => x,
+            Err(answer) => return Ok(answer),
         };
-        let written = opened.and_then(|()| {
-            let named;
-            let mut f = match &tmp {
-                Tmp::Unnamed(f) => f,
-                Tmp::Named(name) => {
-                    named = File::from(rustix::fs::openat(
-                        &self.partial,
-                        name.as_str(),
-                        OFlags::WRONLY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )?);
-                    &named
-                }
-            };
-            f.write_all(&data)?;
-            let moded = matches!(tmp, Tmp::Unnamed(_)) && head.meta.mode & 0o777 & umask() == 0;
-            set_meta(f, &head.meta, !moded)
+        let key = big::partial_key(&head);
+        // Answers so far go out before a wait.
+        self.out.send()?;
+        let (writer, target, head) = match self.writers.claim(&key, &self.session) {
+            Claim::Busy => {
+                return Ok(Opened::Refused(format!(
+                    "{}: another connection has been receiving this file for over {} s and still is; \
+                     try again when it is done",
+                    show(&head.path),
+                    KEY_WAIT.as_secs()
+                )));
+            }
+            Claim::Held(writer, false) => (writer, target, head),
+            // Another session had it: it may be there now, whole.
+            Claim::Held(writer, true) => match self.place_big(head, proceed) {
+                Ok((target, head)) => (writer, target, head),
+                Err(answer) => return Ok(answer),
+            },
+        };
+        let path = head.path.clone();
+        // What is already there is hashed first. It may be much: this
+        // session is busy, not stalled, meanwhile.
+        let session = &self.session;
+        let opened = Incoming::open(&self.partial, &key, head, target, || {
+            session.touch();
+            if session.stop.is_cancelled() { Err(taken_over()) } else { Ok(()) }
         });
-        if let Err(e) = written {
-            discard(&self.partial, &tmp);
-            let e = describe_disk_error(&head.path, e, &self.dir);
-            if is_full(&e) {
-                return Err(e);
+        match opened {
+            Ok(Opening::Ready(inc)) => {
+                let offset = inc.offset();
+                self.incoming = Some((inc, writer));
+                Ok(Opened::Send(offset))
             }
-            warn!(file = %show(&head.path), error = %e, "not stored");
-            return self.answer(Frame::Refused(e.to_string()));
+            Ok(Opening::Refused(why)) => Ok(Opened::Refused(why)),
+            Err(_) if self.session.stop.is_cancelled() => Err(taken_over()),
+            Err(e) => self.not_stored(&path, e).map(Opened::Refused),
         }
-        self.staged_bytes += head.size;
-        self.staged_text += t.name.len() + t.shown.len();
-        self.staged_since.get_or_insert_with(Instant::now);
-        self.staged.push(Staged::File(StagedFile {
-            tmp,
-            parent: t.parent,
-            name: t.name,
-            shown: t.shown,
-            replace: t.replace,
-            size: head.size,
-            hash,
-        }));
-        if self.staged.len() >= self.batch_files || self.staged_bytes >= BATCH_BYTES || self.staged_text >= STAGED_TEXT
+    }
+
+    fn write_piece(&mut self, piece: &[u8]) -> io::Result<()> {
+        if self.session.stop.is_cancelled() {
+            return Err(taken_over());
+        }
+        self.session.touch();
+        let Some((inc, _)) = &mut self.incoming else {
+            return Err(io::Error::other("file data outside a file"));
+        };
+        let written = self.session.in_disk(|| inc.write(piece));
+        if let Err(e) = written
+            && let Some((inc, _writer)) = self.incoming.take()
         {
-            // Synced on another thread while this one writes the next batch.
-            self.flush(false)?;
+            let e = describe_disk_error(inc.path(), e, &self.dir);
+            inc.discard(&self.partial);
+            return Err(e);
         }
         Ok(())
     }
 
-    /// Answers a small file's entry in its turn: after the staged ones.
-    fn answer(&mut self, f: Frame) -> io::Result<()> {
-        if self.staged.is_empty() && self.committing.is_none() {
-            return self.reply(f);
-        }
-        self.staged_text += text_len(&f);
-        self.staged.push(Staged::Answer(f));
-        if self.staged.len() >= self.batch_files || self.staged_text >= STAGED_TEXT {
-            // A long run of answers behind one small file is held to the
-            // same bound as the files.
-            self.flush(false)?;
-        }
-        Ok(())
-    }
-
-    /// Syncs the staged small files with one sync of the filesystem, then
-    /// names each and syncs their directories, on a thread of its own;
-    /// with `wait`, until that is done (before any other answer is sent).
-    fn flush(&mut self, wait: bool) -> io::Result<()> {
-        self.join_commit()?;
-        if !self.staged.is_empty() {
-            self.send_replies()?;
-            let batch = std::mem::take(&mut self.staged);
-            self.staged_bytes = 0;
-            self.staged_text = 0;
-            self.staged_since = None;
-            let (partial, replies, span) = (self.partial.clone(), self.replies.clone(), tracing::Span::current());
-            self.committing = Some(std::thread::spawn(move || span.in_scope(|| commit(batch, &partial, &replies))));
-        }
-        if wait { self.join_commit() } else { Ok(()) }
-    }
-
-    fn join_commit(&mut self) -> io::Result<()> {
-        match self.committing.take() {
-            Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("the sync thread failed"))),
-            None => Ok(()),
+    fn finish_big(&mut self, hash: Hash) -> io::Result<()> {
+        let (inc, _writer) = self.incoming.take().ok_or_else(|| io::Error::other("Done outside a file"))?;
+        let path = inc.path().to_vec();
+        self.session.touch();
+        let session = &self.session;
+        match inc.finish(&self.partial, hash, |store| session.in_disk(store)) {
+            Finished::Answer(f) => self.out.push(f),
+            Finished::Failed(e) => {
+                let why = self.not_stored(&path, e)?;
+                self.out.push(Frame::Refused(why))
+            }
         }
     }
 
     /// A failed write: a full disk ends the session (the sender is
     /// streaming and cannot be stopped otherwise); anything else refuses
-    /// the one file.
-    fn disk_error(&self, path: &[u8], e: io::Error) -> io::Result<()> {
+    /// the one file, and this says why.
+    fn not_stored(&self, path: &[u8], e: io::Error) -> io::Result<String> {
         let e = describe_disk_error(path, e, &self.dir);
         if is_full(&e) {
             return Err(e);
         }
         warn!(file = %show(path), error = %e, "not stored");
-        self.reply(Frame::Refused(e.to_string()))
-    }
-
-    /// Sets the directories' modes and times last, deepest first, so that
-    /// neither a read-only mode nor the files stored in them get in the way.
-    /// Only directories this session created take the sender's metadata:
-    /// one that was there keeps its own.
-    fn finish_dirs(&mut self) {
-        let mut dirs = std::mem::replace(self.dirs.get_mut(), Dirs::new(0));
-        dirs.drain_finished(|path, meta| {
-            if let Ok(parts) = wire::check_path(path)
-                && let Ok(fd) = self.walk(path, &parts, false)
-            {
-                let _ = set_meta(&fd, &meta, true);
-            }
-        });
-        *self.dirs.get_mut() = dirs;
+        Ok(e.to_string())
     }
 
     /// Deletes small-file temporaries of dead sessions and partial files
     /// older than `ttl`.
     fn sweep(&self, ttl: Duration) {
         let Ok(entries) = std::fs::read_dir(self.dir.join(PARTIAL_DIR)) else { return };
-        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let held = self.writers.held();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
             let limit = if name.starts_with("tmp-") { Duration::from_secs(3600) } else { ttl };
             let key = name.trim_end_matches(".part");
-            if age.is_some_and(|a| a >= limit) && !busy.contains_key(key) {
+            if age.is_some_and(|a| a >= limit) && !held.contains(key) {
                 info!(partial = %name, "expired; deleted");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-    }
-}
-
-/// The bytes of text (a path, a message) an answer holds.
-fn text_len(f: &Frame) -> usize {
-    match f {
-        Frame::Stored(t) => t.len(),
-        Frame::Refused(t) | Frame::Error(t) => t.len(),
-        _ => 0,
     }
 }
 
@@ -574,10 +524,6 @@ fn is_full(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
-fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
 /// A path for messages and logs.
 fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).escape_debug().to_string()
@@ -585,11 +531,6 @@ fn show(path: &[u8]) -> String {
 
 fn refusal(path: &[u8], e: impl std::fmt::Display) -> Refusal {
     Refusal(format!("{}: {e}", show(path)))
-}
-
-fn io_with(e: rustix::io::Errno, what: &str) -> io::Error {
-    let e = io::Error::from(e);
-    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn describe_disk_error(path: &[u8], e: io::Error, dir: &std::path::Path) -> io::Error {
@@ -606,17 +547,16 @@ fn describe_disk_error(path: &[u8], e: io::Error, dir: &std::path::Path) -> io::
     }
 }
 
-/// Sets permissions (without set-id and sticky bits) and modification time.
-/// Sets the mode (if `mode`) and modification time.
-fn set_meta(fd: impl AsFd, meta: &Meta, mode: bool) -> io::Result<()> {
+/// Sets the modification time (and the access time to now), and, if
+/// `mode`, the permissions (without set-id and sticky bits).
+fn set_meta(f: &File, meta: &Meta, mode: bool) -> io::Result<()> {
     if mode {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode & 0o777))?;
+        f.set_permissions(Permissions::from_mode(meta.mode & 0o777))?;
     }
-    let mtime = Timespec { tv_sec: meta.mtime, tv_nsec: meta.mtime_ns as _ };
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let atime = Timespec { tv_sec: now.as_secs() as i64, tv_nsec: now.subsec_nanos() as _ };
-    rustix::fs::futimens(&fd, &Timestamps { last_access: atime, last_modification: mtime })?;
-    Ok(())
+    let secs = Duration::from_secs(meta.mtime.unsigned_abs());
+    let whole = if meta.mtime >= 0 { UNIX_EPOCH.checked_add(secs) } else { UNIX_EPOCH.checked_sub(secs) };
+    let mtime = whole.and_then(|t| t.checked_add(Duration::from_nanos(meta.mtime_ns.into()))).unwrap_or(UNIX_EPOCH);
+    f.set_times(FileTimes::new().set_accessed(SystemTime::now()).set_modified(mtime))
 }
 
 /// Why a file is not stored over a different one of its name.
@@ -627,25 +567,10 @@ fn differs(path: &[u8]) -> String {
     )
 }
 
-/// The process's umask, from `/proc/self/status` (reading it with
-/// `umask(2)` would change it for a moment); all bits when unknown.
-fn umask() -> u32 {
-    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Umask:"))
-            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
-            .unwrap_or(0o777)
-    })
-}
-
 /// The BLAKE3 of the regular file `name` in `dir`.
 fn hash_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Hash> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(File::from(fd))?;
+    hasher.update_reader(sysfs::open_read_at(dir, name)?)?;
     Ok(*hasher.finalize().as_bytes())
 }
 
@@ -653,4 +578,60 @@ fn random_hex() -> String {
     let mut b = [0u8; 12];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn a_full_job_queue_waits_without_blocking_and_fails_once_the_disk_side_is_gone() {
+        let (jobs, queue) = job_queue(2);
+        assert!(matches!(jobs.send(Job::Skip).now_or_never(), Some(Ok(()))));
+        assert!(matches!(jobs.send(Job::Skip).now_or_never(), Some(Ok(()))));
+        assert!(jobs.send(Job::End).now_or_never().is_none(), "full: the sender waits, and no thread blocks");
+        assert!(matches!(queue.try_recv(), Ok(Job::Skip)));
+        assert!(matches!(jobs.send(Job::End).now_or_never(), Some(Ok(()))), "a job taken frees its place");
+        drop(queue);
+        assert!(matches!(jobs.send(Job::Skip).now_or_never(), Some(Err(_))), "the disk side is gone");
+    }
+
+    #[test]
+    fn small_files_and_answers_come_back_in_order_over_several_batches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Arc::new(sysfs::open_dir(tmp.path()).unwrap());
+        sysfs::make_dir_at(&*root, PARTIAL_DIR.as_bytes(), 0o700).unwrap();
+        let partial = Arc::new(sysfs::open_dir_at(&*root, PARTIAL_DIR.as_bytes()).unwrap());
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut out = Outbox::new(tx.clone());
+        // Two entries a batch: five files and five answers make five
+        // batches, each synced on the one commit thread.
+        let mut batch = Batch::new(2, partial, tx);
+        let mut want = Vec::new();
+        for i in 0..5 {
+            let name = format!("f{i}").into_bytes();
+            let meta = Meta { mode: 0o640, mtime: 1_000_000_000 + i, mtime_ns: 7 };
+            let head = Head { size: 2, meta, flags: 0, path: name.clone() };
+            let target = Target { parent: root.clone(), name: name.clone(), shown: name.clone(), replace: false };
+            let written = batch.write(&target, &head, b"hi").unwrap();
+            batch.stage(written, target, 2, *blake3::hash(b"hi").as_bytes(), &mut out).unwrap();
+            batch.answer(Frame::Refused(format!("r{i}")), &mut out).unwrap();
+            want.extend([Frame::Stored(name), Frame::Refused(format!("r{i}"))]);
+        }
+        batch.flush(true, &mut out).unwrap();
+        out.send().unwrap();
+        batch.close().unwrap();
+        let mut got = Vec::new();
+        while let Ok(frames) = rx.try_recv() {
+            got.extend(frames);
+        }
+        assert_eq!(got, want);
+        for i in 0..5 {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(tmp.path().join(format!("f{i}"))).unwrap();
+            assert_eq!((m.len(), m.mode() & 0o777, m.mtime(), m.mtime_nsec()), (2, 0o640, 1_000_000_000 + i, 7));
+        }
+    }
 }

@@ -11,14 +11,16 @@
 //! - Names are confined to the directory: besides the rules of
 //!   [`wire::check_path`], every directory on the way is opened without
 //!   following symlinks, and a device, FIFO or socket is never written.
-//! - Disk work (`disk.rs`) runs on a blocking thread per session, fed
-//!   through bounded queues: the network is read while the disk is
-//!   written. The thread starts with the session's first entry (a session
-//!   that only connected holds none), and at most `--max-transfers`
-//!   sessions have one at once: the next is told the server is busy.
-//! - One writer per partial file: a second session for the same file waits
-//!   for the first to finish (then finds the file there), and takes over
-//!   from one whose sender is gone, or silent for 3 s (`STALL`).
+//! - Disk work (`disk.rs`) runs on a blocking thread per session (and a
+//!   commit thread that syncs its batches of small files), fed through
+//!   bounded queues: the network is read while the disk is written. The
+//!   thread starts with the session's first entry (a session that only
+//!   connected holds none), and at most `--max-transfers` sessions have one
+//!   at once: the next is told the server is busy.
+//! - One writer per partial file (`session.rs`): a second session for the
+//!   same file waits for the first to finish (then finds the file there),
+//!   and takes over from one whose sender is gone, or silent for 3 s
+//!   (`STALL`).
 //!
 //! Memory per session is bounded, whatever the sender does: under 90 MiB at
 //! the defaults in the worst case (every path of the longest length), a few
@@ -28,31 +30,32 @@
 //!   [`wire::SMALL`] and one more), plus one in the hands of each side: ≤ 20 MiB;
 //! - answers waiting for the sender to read them: 8 batches (`REPLY_QUEUE`) of
 //!   at most 256 frames (a path or message each, ≤ 4 KiB): ≤ 10 MiB;
-//! - small files written and waiting for their sync: 4 MiB (`STAGED_TEXT`) of
-//!   paths and answers per batch, one batch staged and one being synced:
-//!   ≤ 10 MiB (their data is on disk already);
+//! - small files written and waiting for their sync: 4 MiB (`STAGED_TEXT`,
+//!   `disk/small.rs`) of paths and answers per batch, one batch staged and
+//!   one being synced: ≤ 10 MiB (their data is on disk already);
 //! - the directories the session created: `--max-dirs` of them, under 450
 //!   bytes each (a name is at most 255 bytes): ≤ 45 MiB at the default
 //!   [`DEFAULT_MAX_DIRS`]. A directory named again costs nothing.
 
 mod disk;
+mod session;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use self::disk::Disk;
-use self::wire::{Frame, Hash, Meta, SMALL};
+use self::disk::{Disk, Head, Job, Jobs, Opened, SmallFile, disk_gone};
+use self::session::{Session, Writers};
+use self::wire::{Frame, Hash, SMALL};
 use crate::auth::{self, Throttle};
 use crate::frames::FrameReader;
 use crate::{Conn, Service};
@@ -79,27 +82,12 @@ pub const DEFAULT_TRANSFERS_PER_ADDRESS: usize = 8;
 pub const DEFAULT_MAX_DIRS: usize = 100_000;
 /// Small files wait for one sync of the filesystem in batches of at most
 /// this many (each holds a descriptor until then; fewer when the
-/// open-file limit is low), or [`BATCH_BYTES`].
+/// open-file limit is low), or 64 MiB (`disk/small.rs`).
 const BATCH_FILES: usize = 4096;
-const BATCH_BYTES: u64 = 64 << 20;
-/// Paths and answers held for one batch of small files (and the answers
-/// queued behind it), in bytes: past it the batch is synced.
-const STAGED_TEXT: usize = 4 << 20;
-/// How long staged small files may wait for more to share their sync.
-const LINGER: Duration = Duration::from_millis(10);
 /// Data pieces queued between the network and the disk, per session.
 const QUEUE: usize = 8;
 /// Batches of answers queued for the sender, per session.
 const REPLY_QUEUE: usize = 8;
-/// How long a session waits for another that is receiving the same file
-/// (it then finds the file there, or resumes it).
-const KEY_WAIT: Duration = Duration::from_secs(60);
-/// A session receiving a file that nothing came from, and whose disk side
-/// did nothing, for this long is taken over by a new session for the
-/// same file: its sender was killed behind a NAT, or is stuck.
-const STALL: Duration = Duration::from_secs(3);
-/// A big file's data is handed to the disk's writeback every this many bytes.
-const WRITEBACK: u64 = 32 << 20;
 /// Partial directories are swept at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -148,7 +136,7 @@ pub struct Files {
     config: FilesConfig,
     throttle: Throttle,
     /// Partial files being written now, by key: one writer each.
-    busy: Busy,
+    writers: Writers,
     /// One permit per session with a disk thread.
     transfers: Arc<Semaphore>,
     /// And one place of its address's.
@@ -165,7 +153,7 @@ impl Files {
             per_address: crate::acl::PerAddress::new(config.transfers_per_address),
             throttle: Throttle::new(config.handshakes_per_address),
             config,
-            busy: Arc::default(),
+            writers: Writers::default(),
             last_sweep: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         }
@@ -206,94 +194,6 @@ fn hash_prefix_with(
         tick()?;
     }
     Ok(hasher)
-}
-
-/// Partial files being written, by key, with the session writing each.
-type Busy = Arc<Mutex<HashMap<String, Arc<Session>>>>;
-
-/// What other sessions may see of a session, and tell it: a session that
-/// wants the file this one is receiving stops it when it is dead or stuck.
-#[derive(Debug, Default)]
-struct Session {
-    /// Cancelled when another session takes over this one's file: this
-    /// one ends.
-    stop: CancellationToken,
-    /// When a frame or data last came from the sender, or the disk side
-    /// last made progress ([`now_ms`]).
-    active: AtomicU64,
-    /// Nothing more will come from the sender: its connection ended.
-    gone: AtomicBool,
-    /// The disk side is inside a call that may take long (a write held up
-    /// by writeback, a big file's fsync): busy, not stalled.
-    in_disk: AtomicBool,
-}
-
-impl Session {
-    fn touch(&self) {
-        self.active.store(now_ms(), Ordering::Relaxed);
-    }
-
-    /// Runs a disk call that may take long; the session counts as busy
-    /// meanwhile, whatever the clock says.
-    fn in_disk<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.in_disk.store(true, Ordering::Relaxed);
-        let r = f();
-        self.in_disk.store(false, Ordering::Relaxed);
-        self.touch();
-        r
-    }
-
-    /// Whether another session may take over from this one.
-    fn stalled(&self) -> bool {
-        self.gone.load(Ordering::Relaxed)
-            || (!self.in_disk.load(Ordering::Relaxed)
-                && now_ms().saturating_sub(self.active.load(Ordering::Relaxed)) >= STALL.as_millis() as u64)
-    }
-}
-
-/// Milliseconds on a clock of this process.
-fn now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Work for the session's disk thread, in the order frames arrived.
-enum Job {
-    Dir { meta: Meta, path: Vec<u8> },
-    Small(Vec<SmallFile>),
-    Open { head: Head, answer: oneshot::Sender<Opened> },
-    Proceed { answer: oneshot::Sender<Opened> },
-    Skip,
-    Data(Bytes),
-    Finish(Hash),
-    End,
-}
-
-/// A small file as received, whole: its hash is checked here, on the
-/// network side, so that the disk thread only writes.
-struct SmallFile {
-    head: Head,
-    data: Bytes,
-    /// The sender's BLAKE3 of it.
-    hash: Hash,
-    /// Whether the data has that hash.
-    intact: bool,
-}
-
-/// A file entry as announced.
-struct Head {
-    size: u64,
-    meta: Meta,
-    flags: u8,
-    path: Vec<u8>,
-}
-
-/// The disk thread's first answer to a big file.
-#[derive(Debug, PartialEq, Eq)]
-enum Opened {
-    Send(u64),
-    Exists,
-    Refused,
 }
 
 /// Small files per sync: each holds a descriptor until its batch is synced
@@ -362,21 +262,23 @@ impl Service for Files {
                 return Ok(());
             }
         };
-        let session = Arc::new(Session::default());
-        session.touch();
-        let (jobs, job_rx) = mpsc::channel(QUEUE);
+        let session = Session::new();
+        let (jobs, job_queue) = disk::job_queue(QUEUE);
         let (reply_tx, mut replies) = mpsc::channel::<Vec<Frame>>(REPLY_QUEUE);
-        let (permit, _fds, batch) = permit;
-        let disk = Disk::open(&self.config, self.busy.clone(), session.clone(), reply_tx, batch)?;
+        let (permit, fds, batch) = permit;
+        let disk = Disk::open(&self.config, self.writers.clone(), session.clone(), reply_tx.clone(), batch)?;
         let sweep = self.sweep_due().then_some(self.config.partial_ttl);
         // Cancelled when the disk thread ends, however: the reader stops too.
         let disk_done = CancellationToken::new();
         let done_guard = disk_done.clone().drop_guard();
+        // The disk side logs in the connection's span, as the rest does.
+        let span = tracing::Span::current();
         let worker = tokio::task::spawn_blocking(move || {
-            let _slot = (permit, _fds);
+            let _slot = (permit, fds);
             let _done = done_guard;
-            disk.run(job_rx, sweep)
+            span.in_scope(|| disk.run(job_queue, sweep))
         });
+        let stop = session.stop.clone();
         let writer = async move {
             let mut buf = BytesMut::new();
             while let Some(frames) = replies.recv().await {
@@ -385,7 +287,16 @@ impl Service for Files {
                 while let Ok(frames) = replies.try_recv() {
                     frames.iter().for_each(|f| f.encode(&mut buf));
                 }
-                wr.write_all(&buf).await?;
+                // A sender that reads no answers must not keep the disk
+                // side, and the file it holds, once another session has
+                // taken that file over: the write is given up then, which
+                // closes the answers' queue under the threads that wait on
+                // it.
+                tokio::select! {
+                    biased;
+                    written = wr.write_all(&buf) => written?,
+                    _ = stop.cancelled() => return Err(taken_over()),
+                }
             }
             wr.flush().await?;
             io::Result::Ok(wr)
@@ -395,15 +306,14 @@ impl Service for Files {
         // stops when the disk thread ends first, or when another session
         // takes over this one's file.
         let reader = async {
-            let gone = || io::Error::other("stopped: the disk side ended the session");
             let read = tokio::select! {
                 biased;
-                r = receive(&mut rd, jobs, first, &session) => r,
-                _ = disk_done.cancelled() => Err(gone()),
-                _ = session.stop.cancelled() => Err(io::Error::other("stopped: another session took over its file")),
+                r = receive(&mut rd, jobs, reply_tx, first, &session) => r,
+                _ = disk_done.cancelled() => Err(disk_gone()),
+                _ = session.stop.cancelled() => Err(taken_over()),
             };
             if read.is_err() {
-                session.gone.store(true, Ordering::Relaxed);
+                session.set_gone();
             }
             read
         };
@@ -416,6 +326,12 @@ impl Service for Files {
         }
         Ok(())
     }
+}
+
+/// Why the network side of a session stops when another session took its
+/// file over.
+fn taken_over() -> io::Error {
+    io::Error::other("stopped: another session took over its file")
 }
 
 async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, frames: &[Frame]) -> io::Result<()> {
@@ -440,15 +356,17 @@ async fn linger<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpi
 }
 
 /// Reads entries and file data off the connection and hands them to the
-/// disk thread, until End or until the client or the disk thread goes.
+/// disk thread, until End or until the client or the disk thread goes. The
+/// disk thread's decision on a big file comes back here, once: this side
+/// tells the sender (through `replies`, behind every earlier answer, which
+/// the disk thread sent before deciding) and reads what comes next by it.
 async fn receive<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut FrameReader<R, Frame>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Jobs,
+    replies: mpsc::Sender<Vec<Frame>>,
     first: Frame,
     session: &Session,
 ) -> io::Result<()> {
-    let gone = || io::Error::other("stopped: the disk side ended the session");
-    let send = |job| async { jobs.send(job).await.map_err(|_| gone()) };
     let mut carried = Some(first);
     loop {
         let frame = match carried.take() {
@@ -460,7 +378,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
         };
         session.touch();
         match frame {
-            Frame::Dir { meta, path } => send(Job::Dir { meta, path }).await?,
+            Frame::Dir { meta, path } => jobs.send(Job::Dir { meta, path }).await?,
             Frame::File { size, meta, flags, path } if size <= SMALL => {
                 // Small files already in the buffer travel to the disk
                 // thread together: one hand-over for many files.
@@ -480,7 +398,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                         match rd.buffered().map_err(crate::frames::invalid)? {
                             Some(f @ Frame::File { size, .. }) if size <= SMALL => next = Some(f),
                             Some(other) => {
-                                send(Job::Small(std::mem::take(&mut batch))).await?;
+                                jobs.send(Job::Small(std::mem::take(&mut batch))).await?;
                                 carried = Some(other);
                             }
                             None => {}
@@ -488,41 +406,44 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                     }
                 }
                 if !batch.is_empty() {
-                    send(Job::Small(batch)).await?;
+                    jobs.send(Job::Small(batch)).await?;
                 }
             }
             Frame::File { size, meta, flags, path } => {
                 let (tx, mut answer) = oneshot::channel();
-                send(Job::Open { head: Head { size, meta, flags, path }, answer: tx }).await?;
+                jobs.send(Job::Open { head: Head { size, meta, flags, path }, answer: tx }).await?;
                 loop {
-                    match answer.await.map_err(|_| gone())? {
+                    let opened = answer.await.map_err(|_| disk_gone())?;
+                    let told = replies.send(vec![opened.frame()]).await;
+                    told.map_err(|_| io::Error::other("stopped: the connection closed"))?;
+                    match opened {
                         Opened::Send(offset) => {
                             let mut left = size - offset;
                             while left > 0 {
                                 let piece = rd.chunk(left.min(1 << 20) as usize).await?;
                                 session.touch();
                                 left -= piece.len() as u64;
-                                send(Job::Data(piece)).await?;
+                                jobs.send(Job::Data(piece)).await?;
                             }
                             let hash = expect_done(rd).await?;
-                            send(Job::Finish(hash)).await?;
+                            jobs.send(Job::Finish(hash)).await?;
                         }
-                        Opened::Exists => match rd.expect().await? {
-                            Frame::Skip => send(Job::Skip).await?,
+                        Opened::Exists(_) => match rd.expect().await? {
+                            Frame::Skip => jobs.send(Job::Skip).await?,
                             Frame::Proceed => {
                                 let (tx, rx) = oneshot::channel();
-                                send(Job::Proceed { answer: tx }).await?;
+                                jobs.send(Job::Proceed { answer: tx }).await?;
                                 answer = rx;
                                 continue;
                             }
                             other => return Err(unexpected(&other, "Skip or Proceed")),
                         },
-                        Opened::Refused => {}
+                        Opened::Refused(_) => {}
                     }
                     break;
                 }
             }
-            Frame::End => return send(Job::End).await,
+            Frame::End => return jobs.send(Job::End).await,
             other => return Err(unexpected(&other, "an entry or End")),
         }
     }

@@ -8,23 +8,24 @@
 //! the length of the path. A directory named again is the same node, so
 //! repeated `Dir` frames cost nothing; one that existed already is never
 //! remembered, and never takes the sender's mode or time.
+//!
+//! What is kept per directory (`M`, the sender's mode and time) is the
+//! caller's: this table only knows names.
 
 use std::collections::HashMap;
 
-use super::super::wire::Meta;
-
 /// One directory: node 0 is the receiving directory itself.
-struct Node {
+struct Node<M> {
     parent: u32,
     /// Made by this session (else only on the way to one that was).
     created: bool,
     /// The sender's mode and time, when it sent a `Dir` for it.
-    meta: Option<Meta>,
+    meta: Option<M>,
 }
 
 /// The directories a session made; at most `max` nodes.
-pub(super) struct Dirs {
-    nodes: Vec<Node>,
+pub(super) struct Dirs<M> {
+    nodes: Vec<Node<M>>,
     children: HashMap<(u32, Box<[u8]>), u32>,
     max: usize,
 }
@@ -33,8 +34,8 @@ pub(super) struct Dirs {
 #[derive(Debug)]
 pub(super) struct Full;
 
-impl Dirs {
-    pub(super) fn new(max: usize) -> Dirs {
+impl<M: Copy> Dirs<M> {
+    pub(super) fn new(max: usize) -> Dirs<M> {
         Dirs { nodes: vec![Node { parent: 0, created: false, meta: None }], children: HashMap::new(), max }
     }
 
@@ -92,7 +93,7 @@ impl Dirs {
 
     /// Keeps the sender's mode and time for `parts`, if this session
     /// created it; false (and nothing kept) otherwise.
-    pub(super) fn set_meta(&mut self, parts: &[&[u8]], meta: Meta) -> bool {
+    pub(super) fn set_meta(&mut self, parts: &[&[u8]], meta: M) -> bool {
         match self.find(parts) {
             Some(n) if n != 0 && self.nodes[n as usize].created => {
                 self.nodes[n as usize].meta = Some(meta);
@@ -105,7 +106,7 @@ impl Dirs {
     /// Calls `f` with each created directory that has the sender's
     /// metadata, deepest first (a child is always recorded after its
     /// parent), one path at a time; the table is emptied.
-    pub(super) fn drain_finished(&mut self, mut f: impl FnMut(&[u8], Meta)) {
+    pub(super) fn drain_finished(&mut self, mut f: impl FnMut(&[u8], M)) {
         let mut names: Vec<&[u8]> = vec![&[]; self.nodes.len()];
         for ((_, name), &n) in &self.children {
             names[n as usize] = name;
@@ -145,7 +146,7 @@ mod tests {
     #[test]
     fn created_dirs_are_remembered_once_and_found_deepest_first() {
         let mut d = Dirs::new(4);
-        let meta = |s| Meta { mode: 0o700, mtime: s, mtime_ns: 0 };
+        let meta = |mtime: i64| mtime;
         d.record_created(&parts("a/b")).unwrap();
         assert_eq!(d.len(), 2, "a, on the way, and b");
         assert!(d.created(&parts("a/b")) && !d.created(&parts("a")) && !d.created(&[]));
@@ -162,7 +163,7 @@ mod tests {
         assert!(d.room_for(&parts("a/b/c")).is_ok(), "known already");
         assert!(d.room_for(&parts("y/z")).is_err(), "two more than the room left");
         let mut got = Vec::new();
-        d.drain_finished(|p, m| got.push((p.to_vec(), m.mtime)));
+        d.drain_finished(|p, m| got.push((p.to_vec(), m)));
         assert_eq!(got, [(b"a/b/c".to_vec(), 3), (b"a/b".to_vec(), 999), (b"a".to_vec(), 1)]);
         assert_eq!(d.len(), 0);
     }
