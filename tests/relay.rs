@@ -241,6 +241,9 @@ fn udp_sessions_close_at_shutdown_with_their_counts() {
     relay.signal("TERM");
     let closed = relay.wait_stderr(|l| l.contains("session closed"));
     assert!(closed.contains("datagrams_in=3 datagrams_out=3"), "{closed}");
-    assert!(closed.contains(&format!("peer={}", c.local_addr().unwrap())), "one span per session, with its peer: {closed}");
+    assert!(
+        closed.contains(&format!("peer={}", c.local_addr().unwrap())),
+        "one span per session, with its peer: {closed}"
+    );
     assert_eq!(relay.wait_exit().code(), Some(0), "{}", relay.stderr());
 }
