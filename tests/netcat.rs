@@ -159,3 +159,22 @@ fn listen_sums_up_refused_peers_and_serves_an_allowed_one() {
     ok.write_all(b"allowed\n").unwrap();
     assert_eq!(l.read_stdout_until("\n"), "allowed\n");
 }
+
+#[test]
+fn listen_udp_drops_datagrams_from_denied_peers() {
+    let mut l = Proc::start(&["listen", "--deny", "127.0.0.1", "udp://127.0.0.1:0"], 1);
+    let target: std::net::SocketAddr = l.endpoint("listen", 0).trim_start_matches("udp://").parse().unwrap();
+    let denied = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
+    allowed.set_read_timeout(Some(WAIT)).unwrap();
+    // The denied one goes first: had it been taken, it would be printed first.
+    denied.send_to(b"denied\n", target).unwrap();
+    allowed.send_to(b"allowed\n", target).unwrap();
+    assert_eq!(l.read_stdout_until("\n"), "allowed\n");
+    // Replies go to the allowed peer, never to a denied one.
+    denied.send_to(b"denied again\n", target).unwrap();
+    l.stdin().write_all(b"reply\n").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = allowed.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply\n");
+}

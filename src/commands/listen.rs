@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
 use super::tls_args::{AclArgs, TlsServerArgs};
@@ -95,12 +95,18 @@ async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
     tokio::pin!(signal);
     let socket = args.endpoint.bind_datagram().await?;
     logging::listening(&Endpoint::Udp(socket.local_addr()?.into()), "listen");
+    let acl = args.acl.acl();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut last_peer: Option<SocketAddr> = None;
     let mut stdin_open = true;
     loop {
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
+                Ok((n, peer)) if !acl.allows(peer.ip()) => {
+                    // Debug, as in the server core: a datagram's source is
+                    // trivially forged, and a flood must not flood the log.
+                    debug!(%peer, "dropped {n} bytes: address not allowed (--allow/--deny)");
+                }
                 Ok((n, peer)) => {
                     last_peer = Some(peer);
                     if !args.pipe.send_only {
