@@ -31,9 +31,10 @@ other is told and can still answer: replies are never cut off. Between plain
 sockets the bytes move with splice(2), never copied through user space.
 UDP: each client address gets its own upstream socket (a session), closed
 after --idle-timeout with no datagram either way (0 means the 5m default: a
-UDP session has no close of its own); --max-conns caps sessions, and
---allow/--deny drop datagrams from other addresses unanswered. One log line
-per closed connection or session.
+UDP session has no close of its own); --max-conns caps sessions (so does the
+open-file limit: each holds a socket), and --allow/--deny drop datagrams
+from other addresses unanswered. One log line per closed connection or
+session, with its bytes or datagrams each way.
 
 Examples:
   sockit relay 127.0.0.1:8080 10.0.0.5:80
