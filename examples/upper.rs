@@ -25,9 +25,9 @@ impl Service for Upper {
 async fn main() -> anyhow::Result<()> {
     let endpoint: Endpoint = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:7099").parse()?;
     let listener = endpoint.bind_stream().await?;
-    eprintln!("listening on {} (upper)", listener.local_endpoint()?);
     let server = Server::new(Limits::default());
-    server.serve_stream(listener, "upper", Arc::new(Upper));
+    // Prints `listening on tcp://127.0.0.1:7099 (upper)` once it serves.
+    server.serve_stream(listener, "upper", Arc::new(Upper))?;
     server.run_until(tokio::signal::ctrl_c()).await;
     Ok(())
 }

@@ -4,10 +4,13 @@
 //! remote command, file transfer, netcat, relay, load generator) as one
 //! binary, built on this small library. A built-in service is written against
 //! the same public API a user writes their own protocol with: implement
-//! [`Service`] (or [`DatagramService`] for UDP), hand it to a [`Server`]
-//! together with a bound [`Listener`], and the server owns everything else —
-//! accepting, connection limits, idle timeouts, per-connection logging and
-//! graceful shutdown.
+//! [`Service`] (or, for UDP, [`DatagramService`] for a reply per datagram
+//! and [`DatagramSession`] for a session per peer), hand it to a [`Server`]
+//! together with a bound [`Listener`] or socket, and the server owns
+//! everything else — accepting, address rules, connection and descriptor
+//! limits, idle timeouts, per-connection spans and logging, the `listening
+//! on` status line, and graceful shutdown (background work joins it through
+//! [`Server::spawn`]).
 //!
 //! ```no_run
 //! use sockit::{Conn, Endpoint, Lines, Limits, Server, Service};
@@ -29,7 +32,8 @@
 //! let endpoint: Endpoint = "127.0.0.1:0".parse()?;
 //! let listener = endpoint.bind_stream().await?;
 //! let server = Server::new(Limits::default());
-//! server.serve_stream(listener, "upper", Arc::new(Upper));
+//! // Prints `listening on tcp://127.0.0.1:40123 (upper)`; returns that endpoint.
+//! server.serve_stream(listener, "upper", Arc::new(Upper))?;
 //! server.run_until(tokio::signal::ctrl_c()).await;
 //! # Ok(()) }
 //! ```
@@ -46,9 +50,12 @@
 //!   `tls://` endpoints; [`acl`]: `--allow`/`--deny` address rules.
 //! - [`lines`]: newline framing with a size limit, also serving clients that
 //!   send no newline at all.
-//! - [`server`]: the accept loop, limits, spans, graceful shutdown; the
-//!   [`Service`] and [`DatagramService`] traits.
-//! - [`services`]: one module per built-in service, each only its protocol.
+//! - [`server`]: the accept loops (one accept step, [`server::Gate`], for
+//!   every stream listener; a dispatcher for datagram sessions), limits,
+//!   spans, graceful shutdown; the [`Service`], [`DatagramService`] and
+//!   [`DatagramSession`] traits.
+//! - [`services`]: one module per built-in service (the relay's too), each
+//!   only its protocol.
 //! - [`forward`]: moving bytes both ways between two streams (zero-copy
 //!   between sockets), keeping half-close.
 //! - [`commands`]: one module per subcommand of the binary.
@@ -91,4 +98,4 @@ pub use conn::{Conn, Peer, Stream};
 pub use endpoint::{Endpoint, HostPort, Listener};
 pub use error::{Error, Result};
 pub use lines::Lines;
-pub use server::{DatagramService, Limits, Server, Service};
+pub use server::{DatagramService, DatagramSession, Datagrams, Limits, Server, Service};

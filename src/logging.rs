@@ -117,7 +117,9 @@ pub fn certificate(fingerprint: &str, ephemeral: bool) {
 /// Announces a ready listener: `listening on tcp://127.0.0.1:40123 (echo)` on
 /// stderr — the line scripts and tests wait for to learn the real port. In
 /// JSON mode it is an event with that message and `endpoint` / `service`
-/// fields instead.
+/// fields instead. The server core prints it for every listener it serves
+/// ([`Server::serve_stream`](crate::Server::serve_stream) and the datagram
+/// methods); only `sockit listen`, which runs no server, calls it itself.
 pub fn listening(endpoint: &Endpoint, service: &str) {
     let line = format!("listening on {endpoint} ({service})");
     status(&line, serde_json::json!({ "endpoint": endpoint.to_string(), "service": service }));

@@ -1,5 +1,6 @@
-//! The server core: accept loops, one task per connection, the limits every
-//! service shares, per-connection spans and graceful shutdown.
+//! The server core: accept loops, one task per connection or datagram
+//! session, the limits every service shares, per-connection spans and
+//! graceful shutdown.
 //!
 //! A service only speaks its protocol. Everything else lives here, once:
 //! `--max-conns` (a connection past it is refused at once, after the
@@ -11,6 +12,14 @@
 //! shutdown — on [`Server::run_until`]'s signal, listeners close, services see
 //! their [`Conn::shutdown_token`] cancelled, and connections still open after
 //! `--grace` are closed.
+//!
+//! Three kinds of listener share it: streams ([`Service`], through the one
+//! accept step of [`Gate`], which `sockit listen` uses too), stateless
+//! datagrams ([`DatagramService`]: a reply per datagram), and datagram
+//! sessions ([`DatagramSession`]: an async handler per peer, held to the
+//! same `--allow`/`--deny`, `--max-conns`, descriptors, idle timeout and
+//! grace as a connection). Each prints its `listening on` line once ready;
+//! background work goes under the same shutdown with [`Server::spawn`].
 
 use std::future::{Future, pending};
 use std::io;
@@ -24,20 +33,29 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acl::Acl;
 use crate::conn::{Conn, Meter};
-use crate::endpoint::Listener;
+use crate::endpoint::{Endpoint, Listener};
+use crate::logging;
+
+mod gate;
+mod sessions;
+
+pub use gate::{Admitted, Gate, Incoming};
+pub use sessions::{DEFAULT_SESSION_QUEUE, DatagramSession, Datagrams};
 
 /// Limits every connection of a server is held to. Each has a flag of the
 /// same name in `sockit serve`.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections open at once; more are refused (`--max-conns`).
+    /// Connections (and datagram sessions) open at once; more are refused
+    /// (`--max-conns`).
     pub max_conns: usize,
     /// Close a connection after this long with no byte either way; `None`
-    /// for never (`--idle-timeout`).
+    /// for never (`--idle-timeout`). A datagram session has no close of its
+    /// own, so it expires after [`DEFAULT_IDLE_TIMEOUT`] even with `None`.
     pub idle_timeout: Option<Duration>,
     /// The longest line a line service accepts (`--max-line`).
     pub max_line: usize,
@@ -135,7 +153,7 @@ impl Server {
             descriptors: Descriptors(Some(Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))))),
             budget,
             open_files,
-            refusals: Arc::default(),
+            refusals: Arc::new(Refusals::new(Kind::Connections)),
             limits,
             shutdown: CancellationToken::new(),
             force_close: CancellationToken::new(),
@@ -149,46 +167,58 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Connections open right now.
+    /// Connections (and datagram sessions) open right now.
     pub fn open_connections(&self) -> usize {
         self.limits.max_conns.saturating_sub(self.permits.available_permits())
     }
 
     /// Serves `service` on `listener` (named `name` in logs) in a background
-    /// task, until shutdown.
-    pub fn serve_stream<S: Service>(&self, listener: Listener, name: &'static str, service: Arc<S>) {
+    /// task, until shutdown. Prints the `listening on <endpoint> (<name>)`
+    /// status line and returns the endpoint bound (with port 0, the real
+    /// port).
+    pub fn serve_stream<S: Service>(
+        &self,
+        listener: Listener,
+        name: &'static str,
+        service: Arc<S>,
+    ) -> io::Result<Endpoint> {
+        let local = listener.local_endpoint()?;
         let cost = service.descriptors() + if listener.tls().is_some() { TLS_DESCRIPTORS } else { 0 };
-        let fit = self.budget / cost;
-        if let Some(limit) = self.open_files
-            && fit < self.limits.max_conns
-        {
-            warn!(
-                service = name,
-                "at most {fit} connections at once, not --max-conns {}: the open-file limit is {limit} and each connection costs {cost} descriptors; raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) to serve more",
-                self.limits.max_conns
-            );
-        }
+        self.warn_fit(name, cost, "connections", "connection");
         self.spawn_refusal_log();
-        let acceptor = Acceptor {
-            cost,
-            descriptors: self.descriptors.clone(),
-            refusals: self.refusals.clone(),
+        let gate = Gate::with_limits(
             listener,
             name,
+            self.limits.acl.clone(),
+            Some(self.permits.clone()),
+            self.descriptors.clone(),
+            cost,
+            self.refusals.clone(),
+        );
+        let acceptor = Acceptor {
+            gate,
             service,
             limits: self.limits.clone(),
-            permits: self.permits.clone(),
             shutdown: self.shutdown.clone(),
             force_close: self.force_close.clone(),
             tracker: self.tracker.clone(),
             next_id: self.next_id.clone(),
         };
         self.tracker.spawn(acceptor.run());
+        logging::listening(&local, name);
+        Ok(local)
     }
 
     /// Serves `service` on a UDP socket in background tasks, one per core,
-    /// until shutdown.
-    pub fn serve_datagram<D: DatagramService>(&self, socket: UdpSocket, name: &'static str, service: Arc<D>) {
+    /// until shutdown: each datagram may get a reply, and no state is kept
+    /// per peer. Prints the `listening on` line and returns the endpoint.
+    pub fn serve_datagram<D: DatagramService>(
+        &self,
+        socket: UdpSocket,
+        name: &'static str,
+        service: Arc<D>,
+    ) -> io::Result<Endpoint> {
+        let local = Endpoint::Udp(socket.local_addr()?.into());
         let socket = Arc::new(socket);
         let acl = Arc::new(self.limits.acl.clone());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
@@ -196,6 +226,80 @@ impl Server {
             let (socket, service, token, acl) = (socket.clone(), service.clone(), self.shutdown.clone(), acl.clone());
             let span = info_span!("udp", service = name);
             self.tracker.spawn(datagram_loop(socket, service, acl, token).instrument(span));
+        }
+        logging::listening(&local, name);
+        Ok(local)
+    }
+
+    /// Serves `service` on a UDP socket with a session per peer address: the
+    /// first datagram from a peer opens a session — a task running
+    /// [`DatagramSession::serve`] in a span of its own, counted against
+    /// `--max-conns` with the descriptors it costs reserved — and later
+    /// ones are queued to it. Datagrams from peers the ACL refuses are
+    /// dropped. A session ends when its handler returns, after the idle
+    /// timeout with no datagram either way, or at shutdown (with the grace
+    /// period); its last log line counts the datagrams. Prints the
+    /// `listening on` line and returns the endpoint.
+    pub fn serve_datagram_sessions<D: DatagramSession>(
+        &self,
+        socket: UdpSocket,
+        name: &'static str,
+        service: Arc<D>,
+    ) -> io::Result<Endpoint> {
+        let local = Endpoint::Udp(socket.local_addr()?.into());
+        let cost = service.descriptors();
+        if cost > 0 {
+            self.warn_fit(name, cost, "sessions", "session");
+        }
+        let dispatcher = sessions::Dispatcher::new(
+            Arc::new(socket),
+            name,
+            service,
+            sessions::Shared {
+                limits: self.limits.clone(),
+                permits: self.permits.clone(),
+                descriptors: self.descriptors.clone(),
+                cost,
+                shutdown: self.shutdown.clone(),
+                force_close: self.force_close.clone(),
+                tracker: self.tracker.clone(),
+                next_id: self.next_id.clone(),
+            },
+        );
+        self.tracker.spawn(dispatcher.run().instrument(info_span!("udp", service = name)));
+        logging::listening(&local, name);
+        Ok(local)
+    }
+
+    /// Runs `task` in the background under the server's shutdown: it
+    /// should watch [`Server::shutdown_token`] and finish when it is
+    /// cancelled; [`Server::run_until`] waits for it within the grace
+    /// period, and drops it when that is over.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let force_close = self.force_close.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = force_close.cancelled() => {}
+            }
+        });
+    }
+
+    /// Warns at start when the open-file limit, not `--max-conns`, bounds
+    /// how many connections (of `cost` descriptors each) can be open.
+    fn warn_fit(&self, name: &'static str, cost: usize, what: &str, each: &str) {
+        let fit = self.budget / cost.max(1);
+        if let Some(limit) = self.open_files
+            && fit < self.limits.max_conns
+        {
+            warn!(
+                service = name,
+                "at most {fit} {what} at once, not --max-conns {}: the open-file limit is {limit} and each {each} costs {cost} descriptors; raise the limit (ulimit -n, or LimitNOFILE= in a systemd unit) to serve more",
+                self.limits.max_conns
+            );
         }
     }
 
@@ -242,15 +346,9 @@ impl Server {
 }
 
 struct Acceptor<S> {
-    /// Descriptors each connection reserves.
-    cost: usize,
-    descriptors: Descriptors,
-    refusals: Arc<Refusals>,
-    listener: Listener,
-    name: &'static str,
+    gate: Gate,
     service: Arc<S>,
     limits: Limits,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     force_close: CancellationToken,
     tracker: TaskTracker,
@@ -258,71 +356,32 @@ struct Acceptor<S> {
 }
 
 impl<S: Service> Acceptor<S> {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
-            let accepted = tokio::select! {
+            let Admitted { incoming, peer, slot } = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                r = self.listener.accept() => r,
-            };
-            let (stream, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // Out of descriptors: accepting again at once would spin.
-                    error!(service = self.name, "accept failed: {e}; backing off (raise the open-file limit)");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                Err(e) => {
-                    debug!(service = self.name, "accept failed: {e}");
-                    continue;
-                }
-            };
-            if !self.limits.acl.admits(peer) {
-                self.refusals.refused(self.name, peer, Refused::Acl);
-                continue;
-            }
-            let permits = match self.permits.clone().try_acquire_owned() {
-                Err(_) => Err(Refused::MaxConns),
-                Ok(conn) => match self.descriptors.reserve(self.cost) {
-                    None => Err(Refused::OpenFiles),
-                    Some(fds) => Ok((conn, fds)),
-                },
-            };
-            let permit = match permits {
-                Ok(p) => p,
-                Err(why) => {
-                    self.refusals.refused(self.name, peer, why);
-                    if let Some(msg) = self.service.busy_message().filter(|_| self.listener.tls().is_none()) {
-                        // A fresh socket's send buffer is empty: this does not block.
-                        let _ = stream.try_write(msg);
-                    }
-                    continue;
-                }
+                a = self.gate.accept(self.service.busy_message()) => a,
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("conn", id, service = self.name, %peer);
+            let span = info_span!("conn", id, service = self.gate.name(), %peer);
             let meter = Arc::new(Meter::new());
             let service = self.service.clone();
+            let descriptors = self.gate.descriptors();
             // The service runs as a task of its own, so its wake-ups poll
             // only its own future; the supervisor wakes only to end it.
-            let serve = match self.listener.tls() {
-                None => {
+            let serve = match incoming.into_plain() {
+                Ok(stream) => {
                     let conn =
                         Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone(), self.limits.max_line)
-                            .with_descriptors(self.descriptors.clone());
+                            .with_descriptors(descriptors);
                     self.tracker.spawn(async move { service.serve(conn).await }.instrument(span.clone()))
                 }
-                Some(tls) => {
-                    let (tls, shutdown, max_line, meter, fds) = (
-                        tls.clone(),
-                        self.shutdown.clone(),
-                        self.limits.max_line,
-                        meter.clone(),
-                        self.descriptors.clone(),
-                    );
+                Err(incoming) => {
+                    let (shutdown, max_line, meter) = (self.shutdown.clone(), self.limits.max_line, meter.clone());
                     let serve = async move {
-                        let stream = tls.accept_stream(stream).await?;
-                        let conn = Conn::with_meter(stream, meter, peer, shutdown, max_line).with_descriptors(fds);
+                        let stream = incoming.open().await?;
+                        let conn =
+                            Conn::with_meter(stream, meter, peer, shutdown, max_line).with_descriptors(descriptors);
                         service.serve(conn).await
                     };
                     self.tracker.spawn(serve.instrument(span.clone()))
@@ -332,7 +391,7 @@ impl<S: Service> Acceptor<S> {
             self.tracker.spawn(
                 async move {
                     task.await;
-                    drop(permit);
+                    drop(slot);
                 }
                 .instrument(span),
             );
@@ -340,41 +399,65 @@ impl<S: Service> Acceptor<S> {
     }
 }
 
-/// Watches one connection's service task: ends it at the idle timeout or
-/// when the grace period is over, then logs how it ended. Kept small: ten
-/// thousand of these live at once on a busy server.
-async fn supervise(
+/// What [`supervise`] watches and logs: a connection's byte meter, or a
+/// datagram session's.
+trait Watched: Send + Sync + 'static {
+    /// Changes whenever anything moves either way.
+    fn activity(&self) -> u64;
+    /// Logs the start.
+    fn opened(&self);
+    /// Logs the end, with the counts.
+    fn closed(&self, outcome: io::Result<&'static str>, duration_ms: u64);
+}
+
+impl Watched for Meter {
+    fn activity(&self) -> u64 {
+        Meter::activity(self)
+    }
+
+    fn opened(&self) {
+        info!("accepted");
+    }
+
+    fn closed(&self, outcome: io::Result<&'static str>, duration_ms: u64) {
+        let (bytes_in, bytes_out) = (self.bytes_read(), self.bytes_written());
+        match outcome {
+            Ok(reason) => info!(bytes_in, bytes_out, duration_ms, reason, "closed"),
+            Err(e) if is_disconnect(&e) => info!(bytes_in, bytes_out, duration_ms, reason = %e, "closed"),
+            Err(e) => warn!(bytes_in, bytes_out, duration_ms, error = %e, "closed with error"),
+        }
+    }
+}
+
+/// Watches one connection's (or session's) service task: ends it at the
+/// idle timeout or when the grace period is over, then logs how it ended.
+/// Kept small: ten thousand of these live at once on a busy server.
+async fn supervise<W: Watched>(
     mut serve: JoinHandle<io::Result<()>>,
-    meter: Arc<Meter>,
+    meter: Arc<W>,
     idle_timeout: Option<Duration>,
     force_close: CancellationToken,
 ) {
-    info!("accepted");
+    meter.opened();
     let started = Instant::now();
-    let outcome: Result<&str, io::Error> = tokio::select! {
+    let outcome = tokio::select! {
         biased;
         r = &mut serve => match r {
             Ok(r) => r.map(|()| "closed"),
             Err(e) => Err(io::Error::other(format!("service failed: {e}"))),
         },
-        _ = idle(&meter, idle_timeout) => Ok("idle timeout"),
+        _ = idle(&*meter, idle_timeout) => Ok("idle timeout"),
         _ = force_close.cancelled() => Ok("grace period over"),
     };
     // Dropping the service's future closes the connection.
     serve.abort();
-    let (bytes_in, bytes_out) = (meter.bytes_read(), meter.bytes_written());
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match outcome {
-        Ok(reason) => info!(bytes_in, bytes_out, duration_ms, reason, "closed"),
-        Err(e) if is_disconnect(&e) => info!(bytes_in, bytes_out, duration_ms, reason = %e, "closed"),
-        Err(e) => warn!(bytes_in, bytes_out, duration_ms, error = %e, "closed with error"),
-    }
+    meter.closed(outcome, started.elapsed().as_millis() as u64);
 }
 
 /// Completes once nothing has moved for `timeout` (to within an eighth of
 /// it): the meter's counts are sampled every `timeout / 8`, and the
 /// connection is idle once they have not changed for `timeout`.
-async fn idle(meter: &Meter, timeout: Option<Duration>) {
+async fn idle<W: Watched + ?Sized>(meter: &W, timeout: Option<Duration>) {
     let Some(timeout) = timeout else { return pending().await };
     let step = timeout / 8;
     // tokio's clock, so tests can pause time.
@@ -464,7 +547,28 @@ impl Descriptors {
     }
 }
 
-/// Why a connection was refused at accept.
+/// A connection's (or datagram session's) place under `--max-conns` and
+/// the descriptors reserved for it, both given back when it is dropped.
+#[derive(Debug, Default)]
+pub struct Slot {
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    _descriptors: Option<Reserved>,
+}
+
+impl Slot {
+    /// Takes a place from `places` (if limited) and `cost` descriptors, or
+    /// says which of them is exhausted.
+    fn take(places: Option<&Arc<Semaphore>>, descriptors: &Descriptors, cost: usize) -> Result<Slot, Refused> {
+        let place = match places {
+            None => None,
+            Some(p) => Some(p.clone().try_acquire_owned().map_err(|_| Refused::MaxConns)?),
+        };
+        let reserved = descriptors.reserve(cost).ok_or(Refused::OpenFiles)?;
+        Ok(Slot { _place: place, _descriptors: Some(reserved) })
+    }
+}
+
+/// Why a connection was refused at accept, or a datagram dropped.
 #[derive(Clone, Copy, Debug)]
 enum Refused {
     Acl,
@@ -475,26 +579,43 @@ enum Refused {
 impl Refused {
     const ALL: [Refused; 3] = [Refused::Acl, Refused::MaxConns, Refused::OpenFiles];
 
-    fn why(self) -> &'static str {
-        match self {
-            Refused::Acl => "address not allowed (--allow/--deny)",
-            Refused::MaxConns => "connection limit reached (--max-conns)",
-            Refused::OpenFiles => "open-file limit reached (ulimit -n)",
+    fn why(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Refused::Acl, _) => "address not allowed (--allow/--deny)",
+            (Refused::MaxConns, Kind::Connections) => "connection limit reached (--max-conns)",
+            (Refused::MaxConns, Kind::Datagrams) => "session limit reached (--max-conns)",
+            (Refused::OpenFiles, _) => "open-file limit reached (ulimit -n)",
         }
     }
 }
 
-/// Refused connections, logged so that a flood of them cannot flood the
-/// log: the first in each [`REFUSAL_LOG_INTERVAL`] is logged with its peer,
-/// the rest are counted, and the counts are logged once per interval.
-#[derive(Debug, Default)]
+/// What a [`Refusals`] counts, which sets how loudly it logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Refused connections: warnings, since a connection's peer is real.
+    Connections,
+    /// Dropped datagrams: debug only, since a datagram's source is
+    /// trivially forged and a flood of them must not flood the log.
+    Datagrams,
+}
+
+/// Refused connections (or dropped datagrams), logged so that a flood of
+/// them cannot flood the log: the first in each [`REFUSAL_LOG_INTERVAL`] is
+/// logged with its peer, the rest are counted, and the counts are logged
+/// once per interval.
+#[derive(Debug)]
 struct Refusals {
+    kind: Kind,
     counts: [AtomicU64; 3],
     last_logged: std::sync::Mutex<Option<Instant>>,
     logging: std::sync::atomic::AtomicBool,
 }
 
 impl Refusals {
+    fn new(kind: Kind) -> Self {
+        Refusals { kind, counts: Default::default(), last_logged: Default::default(), logging: Default::default() }
+    }
+
     fn refused(&self, service: &'static str, peer: crate::Peer, why: Refused) {
         let now = Instant::now();
         {
@@ -502,7 +623,10 @@ impl Refusals {
             if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
                 *last = Some(now);
                 drop(last);
-                warn!(service, %peer, "refused: {}", why.why());
+                match self.kind {
+                    Kind::Connections => warn!(service, %peer, "refused: {}", why.why(self.kind)),
+                    Kind::Datagrams => debug!(service, %peer, "dropped: {}", why.why(self.kind)),
+                }
                 return;
             }
         }
@@ -514,8 +638,16 @@ impl Refusals {
         let total: u64 = counts.iter().map(|(_, n)| n).sum();
         if total > 0 {
             let reasons: Vec<String> =
-                counts.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {}", r.why())).collect();
-            warn!("refused {total} more connections in the last {REFUSAL_LOG_INTERVAL:?}: {}", reasons.join(", "));
+                counts.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {}", r.why(self.kind))).collect();
+            let reasons = reasons.join(", ");
+            match self.kind {
+                Kind::Connections => {
+                    warn!("refused {total} more connections in the last {REFUSAL_LOG_INTERVAL:?}: {reasons}")
+                }
+                Kind::Datagrams => {
+                    debug!("dropped {total} more datagrams in the last {REFUSAL_LOG_INTERVAL:?}: {reasons}")
+                }
+            }
         }
     }
 }

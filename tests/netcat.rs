@@ -136,3 +136,45 @@ fn listen_udp_replies_to_the_last_peer() {
     let (n, _) = b.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"reply\n");
 }
+
+#[test]
+fn listen_sums_up_refused_peers_and_serves_an_allowed_one() {
+    // `listen` admits through the server core's accept step: a flood of
+    // refused peers logs a line per interval, not one per connection.
+    let mut l = Proc::start(&["listen", "-k", "--allow", "127.0.0.2", "127.0.0.1:0"], 1);
+    let addr: std::net::SocketAddr = l.endpoint("listen", 0).trim_start_matches("tcp://").parse().unwrap();
+    for _ in 0..300 {
+        let mut c = tcp(addr);
+        assert_eq!(read_until_closed(&mut c), b"", "a peer outside --allow was served");
+    }
+    let summary = l.wait_stderr(|l| l.contains("more connections in the last"));
+    assert!(summary.contains("address not allowed (--allow/--deny)"), "{summary}");
+    let refusals = l.stderr().lines().filter(|l| l.contains("refused")).count();
+    assert!(refusals < 30, "{refusals} log lines for 300 refusals:\n{}", l.stderr());
+    // An allowed peer is still served.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.2:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut ok: std::net::TcpStream = sock.into();
+    ok.write_all(b"allowed\n").unwrap();
+    assert_eq!(l.read_stdout_until("\n"), "allowed\n");
+}
+
+#[test]
+fn listen_udp_drops_datagrams_from_denied_peers() {
+    let mut l = Proc::start(&["listen", "--deny", "127.0.0.1", "udp://127.0.0.1:0"], 1);
+    let target: std::net::SocketAddr = l.endpoint("listen", 0).trim_start_matches("udp://").parse().unwrap();
+    let denied = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
+    allowed.set_read_timeout(Some(WAIT)).unwrap();
+    // The denied one goes first: had it been taken, it would be printed first.
+    denied.send_to(b"denied\n", target).unwrap();
+    allowed.send_to(b"allowed\n", target).unwrap();
+    assert_eq!(l.read_stdout_until("\n"), "allowed\n");
+    // Replies go to the allowed peer, never to a denied one.
+    denied.send_to(b"denied again\n", target).unwrap();
+    l.stdin().write_all(b"reply\n").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = allowed.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply\n");
+}

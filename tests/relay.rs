@@ -167,3 +167,83 @@ fn udp_relay_applies_allow_and_deny() {
         }
     }
 }
+
+/// `sockit ARGS` under an open-file limit of `n` (soft and hard, so it
+/// cannot raise it).
+fn under_open_file_limit(n: u32, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_sockit")).args(args);
+    Proc::spawn(cmd, 1)
+}
+
+#[test]
+fn udp_sessions_reserve_their_upstream_socket_from_the_open_file_budget() {
+    // 72 descriptors less the 64 kept back leave 8 for sessions, each of
+    // which holds an upstream socket: the ninth client waits until one of
+    // the first eight expires, and the server never runs out.
+    let echo = Proc::start(&["serve", "echo", "--listen", "udp://127.0.0.1:0"], 1);
+    let mut relay =
+        under_open_file_limit(72, &["relay", "--idle-timeout", "1s", "udp://127.0.0.1:0", &echo.endpoint("echo", 0)]);
+    let log = relay.stderr();
+    assert!(log.contains("at most 8 sessions at once, not --max-conns 10000"), "{log}");
+    let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+    let clients: Vec<UdpSocket> = (0..9).map(|_| udp_on("127.0.0.1")).collect();
+    for (i, c) in clients[..8].iter().enumerate() {
+        c.send_to(format!("client {i}").as_bytes(), target).unwrap();
+        assert_eq!(recv_datagram(c).0, format!("client {i}"));
+    }
+    clients[8].send_to(b"one too many", target).unwrap();
+    relay.wait_stderr(|l| l.contains("open-file limit reached"));
+    // Once the others expire, the ninth gets a session (bounded: each
+    // try waits at most a short read timeout).
+    let late = &clients[8];
+    late.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        late.send_to(b"late", target).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = late.recv(&mut buf) {
+            assert_eq!(&buf[..n], b"late");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ninth client never got a session:\n{}", relay.stderr());
+    }
+}
+
+#[test]
+fn udp_sessions_count_against_max_conns() {
+    let upstream = udp_on("127.0.0.1");
+    let to = format!("udp://{}", upstream.local_addr().unwrap());
+    let mut relay = Proc::start(&["relay", "--max-conns", "1", "--idle-timeout", "500ms", "udp://127.0.0.1:0", &to], 1);
+    let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+    let (a, b) = (udp_on("127.0.0.1"), udp_on("127.0.0.1"));
+    a.send_to(b"a", target).unwrap();
+    assert_eq!(recv_datagram(&upstream).0, "a");
+    b.send_to(b"b, refused", target).unwrap();
+    relay.wait_stderr(|l| l.contains("session limit reached (--max-conns)"));
+    // A's session expires; then B gets one, and its datagram is the next
+    // the upstream sees.
+    relay.wait_stderr(|l| l.contains("session closed"));
+    b.send_to(b"b, admitted", target).unwrap();
+    assert_eq!(recv_datagram(&upstream).0, "b, admitted");
+}
+
+#[test]
+fn udp_sessions_close_at_shutdown_with_their_counts() {
+    let echo = Proc::start(&["serve", "echo", "--listen", "udp://127.0.0.1:0"], 1);
+    let mut relay = Proc::start(&["relay", "udp://127.0.0.1:0", &echo.endpoint("echo", 0)], 1);
+    let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
+    let c = udp_on("127.0.0.1");
+    for i in 0..3 {
+        c.send_to(format!("{i}").as_bytes(), target).unwrap();
+        assert_eq!(recv_datagram(&c).0, format!("{i}"));
+    }
+    relay.signal("TERM");
+    let closed = relay.wait_stderr(|l| l.contains("session closed"));
+    assert!(closed.contains("datagrams_in=3 datagrams_out=3"), "{closed}");
+    assert!(
+        closed.contains(&format!("peer={}", c.local_addr().unwrap())),
+        "one span per session, with its peer: {closed}"
+    );
+    assert_eq!(relay.wait_exit().code(), Some(0), "{}", relay.stderr());
+}

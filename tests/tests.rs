@@ -1,5 +1,6 @@
 //! Integration tests: the real `sockit` binary on loopback, kernel-chosen
-//! ports, and real peers (python3, nc, ncat, socat).
+//! ports, and real peers (python3, nc, ncat, socat); and the library run
+//! in-process (`library`).
 
 mod support;
 
@@ -12,6 +13,7 @@ mod files;
 mod get;
 mod hostile;
 mod interop;
+mod library;
 mod limits;
 mod netcat;
 mod relay;

@@ -3,12 +3,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
 use super::tls_args::{AclArgs, TlsServerArgs};
 use crate::endpoint::Endpoint;
 use crate::logging;
+use crate::server::{Admitted, Gate};
 
 /// Arguments of `sockit listen`.
 #[derive(Debug, clap::Args)]
@@ -56,25 +57,23 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     tokio::pin!(signal);
     let listener = args.endpoint.bind_listener(args.tls.server(&[&args.endpoint])?).await?;
     logging::listening(&listener.local_endpoint()?, "listen");
-    let acl = args.acl.acl();
+    // The server core's accept step: the ACL, refusals summed up rather
+    // than logged one by one, the TLS handshake under its timeout.
+    let mut gate = Gate::new(listener, "listen", args.acl.acl());
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => r?,
+        let Admitted { incoming, peer, slot: _slot } = tokio::select! {
+            a = gate.accept(None) => a,
             _ = &mut signal => return Ok(0),
         };
-        if !acl.admits(peer) {
-            warn!(%peer, "refused: address not allowed (--allow/--deny)");
-            continue;
-        }
-        let stream = match listener.tls() {
-            Some(tls) => match tls.accept_stream(stream).await {
+        let stream = tokio::select! {
+            r = incoming.open() => match r {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(%peer, "{e}");
                     continue;
                 }
             },
-            None => stream,
+            _ = &mut signal => return Ok(0),
         };
         info!(%peer, "connected");
         tokio::select! {
@@ -96,12 +95,18 @@ async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
     tokio::pin!(signal);
     let socket = args.endpoint.bind_datagram().await?;
     logging::listening(&Endpoint::Udp(socket.local_addr()?.into()), "listen");
+    let acl = args.acl.acl();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut last_peer: Option<SocketAddr> = None;
     let mut stdin_open = true;
     loop {
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
+                Ok((n, peer)) if !acl.allows(peer.ip()) => {
+                    // Debug, as in the server core: a datagram's source is
+                    // trivially forged, and a flood must not flood the log.
+                    debug!(%peer, "dropped {n} bytes: address not allowed (--allow/--deny)");
+                }
                 Ok((n, peer)) => {
                     last_peer = Some(peer);
                     if !args.pipe.send_only {

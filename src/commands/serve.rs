@@ -12,7 +12,6 @@ use tracing::warn;
 use super::tls_args::{AclArgs, TlsServerArgs};
 use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
 use crate::error::Error;
-use crate::logging;
 use crate::server::{DEFAULT_MAX_CONNS, DEFAULT_MAX_LINE, Limits, Server};
 use crate::services::files::Policy;
 use crate::services::{
@@ -463,7 +462,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let chat = Arc::new(match args.redis.as_deref().filter(|_| runs_chat) {
         Some(url) => {
             let (chat, link) = Chat::with_redis(url, config, server.shutdown_token()).map_err(Error::Usage)?;
-            tokio::spawn(link);
+            // Under the server's shutdown: at exit it gives the nicks up
+            // before the process ends.
+            server.spawn(link);
             chat
         }
         None => Chat::new(config),
@@ -483,11 +484,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         }
         false => None,
     };
+    // The core prints each listener's `listening on` line once it serves.
     for (service, endpoint) in plan {
         let name = service.name();
-        let bound = if endpoint.is_datagram() {
+        let context = || format!("serving {name} on {endpoint}");
+        if endpoint.is_datagram() {
             let socket = endpoint.bind_datagram().await?;
-            let local = Endpoint::Udp(socket.local_addr().context("local address")?.into());
             match service {
                 ServiceName::Echo => server.serve_datagram(socket, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_datagram(socket, name, stamp.clone()),
@@ -500,10 +502,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                     unreachable!("checked by plan()")
                 }
             }
-            local
+            .with_context(context)?;
         } else {
             let listener = endpoint.bind_listener(tls.clone()).await?;
-            let local = listener.local_endpoint().context("local address")?;
             match service {
                 ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_stream(listener, name, stamp.clone()),
@@ -517,9 +518,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 ServiceName::Exec => server.serve_stream(listener, name, exec.clone().expect("made for exec")),
                 ServiceName::Files => server.serve_stream(listener, name, files.clone().expect("made for files")),
             }
-            local
-        };
-        logging::listening(&bound, name);
+            .with_context(context)?;
+        }
     }
     server.run_until(signal).await;
     Ok(0)

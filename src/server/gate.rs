@@ -1,0 +1,192 @@
+//! The accept step every stream listener shares: [`Server::serve_stream`]'s
+//! accept loop and `sockit listen` alike go through a [`Gate`], so the
+//! `--allow`/`--deny` check, the connection and descriptor limits, refusal
+//! logging and the TLS handshake are written once.
+//!
+//! [`Server::serve_stream`]: super::Server::serve_stream
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::{Interval, MissedTickBehavior};
+use tracing::{debug, error};
+
+use super::{Descriptors, Kind, REFUSAL_LOG_INTERVAL, Refusals, Slot, is_fd_exhaustion};
+use crate::acl::Acl;
+use crate::conn::{Peer, Stream};
+use crate::endpoint::Listener;
+use crate::tls::ServerTls;
+
+/// How long accepting pauses when the process is out of descriptors:
+/// trying again at once would spin.
+const FD_EXHAUSTION_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The accept step of a stream listener: accept (backing off when the
+/// process is out of descriptors), check the peer against `--allow` /
+/// `--deny`, take a place under `--max-conns` and the descriptors the
+/// connection costs. A refused peer is closed at once — one refused because
+/// the server is full first gets the service's busy line — and refusals are
+/// logged without flooding the log: the first in each interval with its
+/// peer, the rest summed up. The TLS handshake is left to
+/// [`Incoming::open`], so it runs in the connection's own task and a slow
+/// handshake holds up no one else.
+#[derive(Debug)]
+pub struct Gate {
+    listener: Listener,
+    name: &'static str,
+    acl: Acl,
+    /// `--max-conns`; `None` counts no places.
+    places: Option<Arc<Semaphore>>,
+    descriptors: Descriptors,
+    /// Descriptors each connection reserves.
+    cost: usize,
+    refusals: Arc<Refusals>,
+    /// Sums the refusals up each interval, for a gate of its own; a
+    /// [`Server`](super::Server)'s gates share a task that does it.
+    summary: Option<Interval>,
+}
+
+/// A connection a [`Gate`] let in.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The connection, TLS handshake still to run.
+    pub incoming: Incoming,
+    /// Who connected.
+    pub peer: Peer,
+    /// Its place and descriptors: hold it as long as the connection.
+    pub slot: Slot,
+}
+
+/// An accepted stream whose TLS handshake, on a TLS listener, is still to
+/// run.
+#[derive(Debug)]
+pub struct Incoming {
+    stream: Stream,
+    tls: Option<Arc<ServerTls>>,
+}
+
+impl Incoming {
+    /// The plaintext stream: on a TLS listener, once the handshake is done
+    /// (within the TLS handshake timeout).
+    pub async fn open(self) -> io::Result<Stream> {
+        match self.tls {
+            Some(tls) => tls.accept_stream(self.stream).await,
+            None => Ok(self.stream),
+        }
+    }
+
+    /// The stream at once when there is no handshake to run; else `self`
+    /// back, for [`Incoming::open`].
+    pub fn into_plain(self) -> Result<Stream, Incoming> {
+        match self.tls {
+            None => Ok(self.stream),
+            Some(_) => Err(self),
+        }
+    }
+}
+
+impl Gate {
+    /// A gate of its own, for a listener that serves one peer at a time
+    /// (`sockit listen`): the ACL applies, places and descriptors are not
+    /// counted, and the gate sums its refusals up itself while it accepts.
+    pub fn new(listener: Listener, name: &'static str, acl: Acl) -> Self {
+        let mut summary = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+        summary.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Gate {
+            listener,
+            name,
+            acl,
+            places: None,
+            descriptors: Descriptors::unlimited(),
+            cost: 0,
+            refusals: Arc::new(Refusals::new(Kind::Connections)),
+            summary: Some(summary),
+        }
+    }
+
+    /// A server's gate: its places, descriptors and refusal log.
+    pub(super) fn with_limits(
+        listener: Listener,
+        name: &'static str,
+        acl: Acl,
+        places: Option<Arc<Semaphore>>,
+        descriptors: Descriptors,
+        cost: usize,
+        refusals: Arc<Refusals>,
+    ) -> Self {
+        Gate { listener, name, acl, places, descriptors, cost, refusals, summary: None }
+    }
+
+    /// The listener it accepts on.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// The service name it logs refusals under.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The descriptor budget connections draw on.
+    pub fn descriptors(&self) -> Descriptors {
+        self.descriptors.clone()
+    }
+
+    /// Waits for the next connection the limits admit; `busy` is written to
+    /// one refused because the server is full (plain listeners only: on TLS
+    /// it would be garbage to the client). Accept errors are logged and
+    /// skipped. Cancel-safe: a connection is only taken in its last,
+    /// synchronous step.
+    pub async fn accept(&mut self, busy: Option<&[u8]>) -> Admitted {
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                () = tick(&mut self.summary) => {
+                    self.refusals.summary();
+                    continue;
+                }
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    error!(service = self.name, "accept failed: {e}; backing off (raise the open-file limit)");
+                    tokio::time::sleep(FD_EXHAUSTION_BACKOFF).await;
+                    continue;
+                }
+                Err(e) => {
+                    debug!(service = self.name, "accept failed: {e}");
+                    continue;
+                }
+            };
+            if !self.acl.admits(peer) {
+                self.refusals.refused(self.name, peer, super::Refused::Acl);
+                continue;
+            }
+            match Slot::take(self.places.as_ref(), &self.descriptors, self.cost) {
+                Ok(slot) => {
+                    let incoming = Incoming { stream, tls: self.listener.tls().cloned() };
+                    return Admitted { incoming, peer, slot };
+                }
+                Err(why) => {
+                    self.refusals.refused(self.name, peer, why);
+                    if let Some(msg) = busy.filter(|_| self.listener.tls().is_none()) {
+                        // A fresh socket's send buffer is empty: this does not block.
+                        let _ = stream.try_write(msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next tick of `interval`; never, without one.
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
