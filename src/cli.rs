@@ -2,10 +2,31 @@
 //! Each bigger subcommand's arguments live beside its code in
 //! [`commands`](crate::commands).
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
 
 use crate::commands::{bench::BenchArgs, connect::ConnectArgs, listen::ListenArgs, relay::RelayArgs, serve::ServeArgs};
+use crate::error::Error;
 use crate::logging::LogFormat;
+
+/// The variable a token is read from when no `--token-file` is given.
+pub const TOKEN_VAR: &str = "SOCKIT_TOKEN";
+
+/// Reads the token of exec and files: from `file` (`--token-file`), else
+/// from the [`TOKEN_VAR`] variable, checked by
+/// [`auth::token_from`](crate::auth::token_from); `None` when neither is
+/// given.
+pub fn read_token(file: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
+    let text = match (file, std::env::var_os(TOKEN_VAR)) {
+        (Some(path), _) => {
+            std::fs::read(path).map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display())))?
+        }
+        (None, Some(v)) => std::os::unix::ffi::OsStringExt::into_vec(v),
+        (None, None) => return Ok(None),
+    };
+    crate::auth::token_from(text).map(Some)
+}
 
 const EXAMPLES: &str = "\
 Examples:

@@ -32,7 +32,8 @@ pub const SCRATCH: usize = 64 * 1024;
 const COPY_BUF: usize = 256 * 1024;
 
 /// How to move the bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Copy {
     /// Zero-copy `splice(2)` for bulk flows, plain copies for small messages.
     #[default]

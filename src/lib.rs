@@ -28,7 +28,7 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> anyhow::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let endpoint: Endpoint = "127.0.0.1:0".parse()?;
 //! let listener = endpoint.bind_stream().await?;
 //! let server = Server::new(Limits::default());
@@ -58,14 +58,35 @@
 //!   only its protocol.
 //! - [`forward`]: moving bytes both ways between two streams (zero-copy
 //!   between sockets), keeping half-close.
-//! - [`commands`]: one module per subcommand of the binary.
 //! - [`text`]: peer text made safe for a terminal.
-//! - [`cli`]: the command-line definition; [`logging`]: log setup and the
-//!   `listening on` status line; [`error`]: errors and exit codes;
-//!   [`units`]: durations and byte sizes on the command line.
+//! - [`logging`]: log setup and the `listening on` status line;
+//!   [`error`]: errors and exit codes; [`units`]: durations and byte sizes
+//!   as flags write them.
 //! - [`sys`]: every call to the operating system that std and tokio do not
 //!   make (splice, `O_TMPFILE`, `syncfs`, pidfds, `/proc`, limits), as small
 //!   safe functions: the one place to port, and the only `unsafe` code.
+//!
+//! The binary's own modules need the `cli` feature (on by default):
+//!
+//! - `cli`: the command-line definition (clap), and reading the token
+//!   from `--token-file` or `SOCKIT_TOKEN`.
+//! - `commands`: one module per subcommand of the binary.
+//!
+//! # Features
+//!
+//! - `cli` (default): the two modules above, the `sockit` binary, and what
+//!   only they use — clap with its completions and man page, progress
+//!   bars, the HTTP client of `get`, the histograms of `bench`, anyhow —
+//!   and `redis`. With it, [`forward::Copy`], [`logging::LogFormat`] and
+//!   [`services::files::Policy`] are also `clap::ValueEnum`s.
+//! - `redis`: chat scale-out over Redis, `services::chat::Chat::with_redis`
+//!   and `services::chat::cluster`.
+//!
+//! Everything else — endpoints, connections, the server, lines, frames,
+//! the handshake, TLS, address rules, forwarding and every service — is
+//! the core, always built. A program that only serves its own protocols
+//! depends on `sockit = { version = "0.1", default-features = false }` and
+//! compiles none of the command-line, HTTP or Redis crates.
 //!
 //! # Platforms
 //!
@@ -78,7 +99,9 @@
 
 pub mod acl;
 pub mod auth;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod commands;
 pub mod conn;
 pub mod endpoint;

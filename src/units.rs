@@ -160,6 +160,29 @@ pub fn format_size(n: u64) -> String {
     }
 }
 
+/// A byte count for people, as the progress bars show it: binary prefixes
+/// and two decimals. (The library's own, so its messages need no
+/// progress-bar crate.)
+///
+/// ```
+/// assert_eq!(sockit::units::human_size(512), "512 B");
+/// assert_eq!(sockit::units::human_size(3 << 19), "1.50 MiB");
+/// ```
+pub fn human_size(n: u64) -> String {
+    const PREFIXES: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    // Precision lost past 2^53 bytes does not show in two decimals.
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < PREFIXES.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", PREFIXES[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,33 +293,30 @@ fn refused_connections_are_summed_up_not_logged_one_by_one() {
 /// client from another address gets in at once.
 #[test]
 fn parallel_token_guesses_from_one_address_gain_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (wrong, right) = (dir.path().join("wrong"), dir.path().join("right"));
-    std::fs::write(&wrong, "guess").unwrap();
-    std::fs::write(&right, "the-token").unwrap();
+    let (wrong, right): (&'static [u8], &'static [u8]) = (b"guess", b"the-token");
     let mut cmd = sockit();
     cmd.args(["serve", "exec", "--listen", "127.0.0.1:0"]).env("SOCKIT_TOKEN", "the-token");
     let srv = Proc::spawn(cmd, 1);
     let addr = srv.addr("exec", "tcp://");
     let ep: sockit::Endpoint = format!("tcp://{addr}").parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let attempt = move |from: &'static str, token: std::path::PathBuf| {
+    let attempt = move |from: &'static str, token: &'static [u8]| {
         let ep = ep.clone();
         async move {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
             let mut s = sock.connect(addr).await.unwrap();
             let exec = &sockit::services::exec::HANDSHAKE;
-            sockit::auth::login(&mut s, exec, &ep, Some(&token), WAIT).await.map(|_| ()).map_err(|e| format!("{e:#}"))
+            sockit::auth::login(&mut s, exec, &ep, Some(token), WAIT).await.map(|_| ()).map_err(|e| format!("{e:#}"))
         }
     };
     rt.block_on(async {
         let mut guesses = tokio::task::JoinSet::new();
         for _ in 0..20 {
-            guesses.spawn(attempt("127.0.0.1", wrong.clone()));
+            guesses.spawn(attempt("127.0.0.1", wrong));
         }
         // Another address is served while the guesses wait their turns.
-        let admitted = tokio::time::timeout(WAIT, attempt("127.0.0.2", right.clone())).await;
+        let admitted = tokio::time::timeout(WAIT, attempt("127.0.0.2", right)).await;
         assert_eq!(admitted, Ok(Ok(())), "a client from another address was held up");
         // Wait for three proofs to be checked; the rest of the twenty were
         // refused at once (more than 8 open) or wait for later turns. (A

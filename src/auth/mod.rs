@@ -21,7 +21,6 @@ mod throttle;
 pub mod wire;
 
 use std::io;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -58,25 +57,24 @@ pub fn verify(context: &[u8], token: &[u8], nonce: &[u8; 32], mac: &[u8; 32]) ->
     ring::hmac::verify(&key, &msg, mac).is_ok()
 }
 
-/// Reads a token: from `file` (its last newline dropped), else from the
-/// `SOCKIT_TOKEN` variable; `None` when neither is given.
-pub fn read_token(file: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
-    let token = match (file, std::env::var_os("SOCKIT_TOKEN")) {
-        (Some(path), _) => {
-            let mut text =
-                std::fs::read(path).map_err(|e| Error::Usage(format!("--token-file {}: {e}", path.display())))?;
-            while text.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                text.pop();
-            }
-            text
-        }
-        (None, Some(v)) => std::os::unix::ffi::OsStringExt::into_vec(v),
-        (None, None) => return Ok(None),
-    };
-    if token.is_empty() {
-        return Err(Error::Usage("the token is empty".into()));
+/// A token as a file holds it: its trailing newlines (and carriage
+/// returns) dropped, so `echo secret > token` works. Where the bytes come
+/// from is the caller's business (the binary reads `--token-file` or
+/// `SOCKIT_TOKEN`); an empty token is refused, since it would admit anyone
+/// who guesses that it is empty.
+///
+/// ```
+/// assert_eq!(sockit::auth::token_from(b"secret\r\n".to_vec()).unwrap(), b"secret");
+/// assert!(sockit::auth::token_from(b"\n".to_vec()).is_err());
+/// ```
+pub fn token_from(mut text: Vec<u8>) -> Result<Vec<u8>, Error> {
+    while text.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        text.pop();
     }
-    Ok(Some(token))
+    match text.is_empty() {
+        true => Err(Error::Usage("the token is empty".into())),
+        false => Ok(text),
+    }
 }
 
 /// What came where a handshake frame was due.
@@ -235,9 +233,6 @@ pub enum LoginError {
     /// The server asks for a token and none was given (exit 2).
     #[error("the server asks for its token: give --token-file FILE or set SOCKIT_TOKEN")]
     NoToken,
-    /// The token could not be read (exit 2).
-    #[error("{0}")]
-    Token(String),
     /// Nothing came within the wait.
     #[error("{endpoint} sent no greeting within {wait:?}: is it a sockit {protocol} server?")]
     Silent {
@@ -301,21 +296,21 @@ impl LoginError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LoginError::Refused { .. } => exit::AUTH,
-            LoginError::NoToken | LoginError::Token(_) => exit::USAGE,
+            LoginError::NoToken => exit::USAGE,
             _ => exit::FAILURE,
         }
     }
 }
 
-/// The client's side: waits for the greeting, proves the token when asked
-/// (from `token_file` or `SOCKIT_TOKEN`), waits for Ready. Returns the
+/// The client's side: waits for the greeting, proves `token` when asked
+/// ([`LoginError::NoToken`] if it is `None` then), waits for Ready. Returns the
 /// server's flags and what it sent past Ready. Refusals are
 /// [`LoginError::Refused`] (exit 6).
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     protocol: &Protocol,
     endpoint: &Endpoint,
-    token_file: Option<&Path>,
+    token: Option<&[u8]>,
     wait: Duration,
 ) -> Result<LoggedIn, LoginError> {
     let name = protocol.name;
@@ -330,8 +325,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let flags = match hello {
         Next::Frame(Frame::Hello { flags, nonce }) => {
             if flags & FLAG_TOKEN != 0 {
-                let token = read_token(token_file).map_err(|e| LoginError::Token(e.to_string()))?;
-                let mac = proof(protocol.context, &token.ok_or(LoginError::NoToken)?, &nonce);
+                let mac = proof(protocol.context, token.ok_or(LoginError::NoToken)?, &nonce);
                 s.send(&Frame::Auth { mac })
                     .await
                     .map_err(|cause| LoginError::Lost { endpoint: endpoint.clone(), cause })?;
@@ -391,12 +385,6 @@ mod tests {
 
     fn endpoint() -> Endpoint {
         "127.0.0.1:9".parse().unwrap()
-    }
-
-    fn token_file(token: &[u8]) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), token).unwrap();
-        f
     }
 
     /// A client may send its command right behind its proof: the bytes the
@@ -463,10 +451,9 @@ mod tests {
     async fn a_wrong_token_is_a_refusal_with_exit_6() {
         let (mut conn, mut client) = pair();
         let throttle = Throttle::default();
-        let wrong = token_file(b"guess\n");
         let server = accept(&mut conn, &EXEC, Some(TOKEN), &throttle, 0, false);
         let ep = endpoint();
-        let client = login(&mut client, &EXEC, &ep, Some(wrong.path()), WAIT);
+        let client = login(&mut client, &EXEC, &ep, Some(b"guess"), WAIT);
         let (refused, err) = bounded(async { tokio::join!(server, client) }).await;
         assert!(refused.is_err());
         let err = err.unwrap_err();

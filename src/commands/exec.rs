@@ -120,9 +120,9 @@ async fn write_or_quit(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) -> std::io::
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let tls = args.tls.client(&args.endpoint)?;
     let mut stream = args.endpoint.connect_with(Some(args.wait), tls.as_ref()).await?;
-    let token_file = args.token_file.as_deref();
+    let token = crate::cli::read_token(args.token_file.as_deref())?;
     // Into the library's error, whose exit code main finds (6 for a refusal).
-    let admitted = auth::login(&mut stream, &HANDSHAKE, &args.endpoint, token_file, args.wait)
+    let admitted = auth::login(&mut stream, &HANDSHAKE, &args.endpoint, token.as_deref(), args.wait)
         .await
         .map_err(crate::Error::from)?;
     let flags = admitted.flags;

@@ -494,10 +494,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
     let found = spawn_walk(roots(&args.paths)?);
     let tls = args.tls.client(&args.to)?;
     let mut stream = args.to.connect_with(Some(args.wait), tls.as_ref()).await?;
-    let token_file = args.token_file.as_deref();
+    let token = crate::cli::read_token(args.token_file.as_deref())?;
     // Into the library's error, whose exit code main finds (6 for a refusal).
-    let rest =
-        auth::login(&mut stream, &HANDSHAKE, &args.to, token_file, args.wait).await.map_err(crate::Error::from)?.rest;
+    let rest = auth::login(&mut stream, &HANDSHAKE, &args.to, token.as_deref(), args.wait)
+        .await
+        .map_err(crate::Error::from)?
+        .rest;
     let (rd, wr) = tokio::io::split(stream);
     let (tx, replies) = mpsc::channel(256);
     tokio::spawn(async move {

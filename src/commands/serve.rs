@@ -343,7 +343,7 @@ pub struct ExecArgs {
 impl ExecArgs {
     /// The exec configuration, checked against where exec will listen.
     pub async fn config(&self, endpoints: &[&Endpoint], client_ca: bool) -> Result<ExecConfig, Error> {
-        let token = crate::auth::read_token(self.token_file.as_deref())?;
+        let token = crate::cli::read_token(self.token_file.as_deref())?;
         match &token {
             Some(t) if t.len() < 16 => warn!("the exec token is {} bytes: use at least 16 random ones", t.len()),
             _ => {}
@@ -479,7 +479,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let files = match plan.iter().any(|(s, _)| *s == ServiceName::Files) {
         true => {
-            let token = crate::auth::read_token(args.exec.token_file.as_deref())?;
+            let token = crate::cli::read_token(args.exec.token_file.as_deref())?;
             Some(Arc::new(Files::new(args.files.config(token, args.exec.max_handshakes))))
         }
         false => None,

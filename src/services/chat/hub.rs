@@ -30,8 +30,8 @@ pub struct Post {
     pub line: Bytes,
 }
 
-/// What this instance tells the others, when scaled out (see
-/// [`cluster`](super::cluster)).
+/// What this instance tells the others, when scaled out (see the
+/// `cluster` module, built with the `redis` feature).
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A line for everyone in `room`, on every instance.

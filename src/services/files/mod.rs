@@ -92,7 +92,8 @@ const REPLY_QUEUE: usize = 8;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// What to do when a file of that name is already there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Policy {
     /// Tell the sender (it may ask for a new name with `--rename`).
     #[default]

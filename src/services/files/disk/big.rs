@@ -92,8 +92,8 @@ impl Incoming {
             return Ok(Opening::Refused(format!(
                 "{}: not enough space on the server: {} needed, {} free",
                 show(&head.path),
-                indicatif::HumanBytes(need),
-                indicatif::HumanBytes(free)
+                crate::units::human_size(need),
+                crate::units::human_size(free)
             )));
         }
         if have > 0 {

@@ -80,7 +80,7 @@ impl Tree {
             return Err(Refusal(format!(
                 "{}: {} is over the server's --max-size {}",
                 show(&head.path),
-                indicatif::HumanBytes(head.size),
+                crate::units::human_size(head.size),
                 format_size(self.max_size)
             )));
         }
