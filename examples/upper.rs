@@ -22,7 +22,7 @@ impl Service for Upper {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint: Endpoint = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:7099").parse()?;
     let listener = endpoint.bind_stream().await?;
     let server = Server::new(Limits::default());
