@@ -459,7 +459,8 @@ async fn supervise<W: Watched>(
 /// connection is idle once they have not changed for `timeout`.
 async fn idle<W: Watched + ?Sized>(meter: &W, timeout: Option<Duration>) {
     let Some(timeout) = timeout else { return pending().await };
-    let step = timeout / 8;
+    // At least a millisecond: `--idle-timeout 1ns` must not spin.
+    let step = (timeout / 8).max(Duration::from_millis(1));
     // tokio's clock, so tests can pause time.
     let (mut seen, mut since) = (meter.activity(), tokio::time::Instant::now());
     loop {

@@ -30,7 +30,9 @@ fn half_close_reply_is_not_cut_off() {
     need("socat");
     let port = free_port();
     let mut cmd = Command::new("socat");
-    cmd.args([&format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"), "SYSTEM:sleep 0.3; tr a-z A-Z"]);
+    // -t 10: socat itself waits only 0.5 s after the client's EOF for the
+    // reply by default, which a loaded machine can miss.
+    cmd.args(["-t", "10", &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"), "SYSTEM:sleep 0.3; tr a-z A-Z"]);
     let _upper = Proc::spawn(cmd, 0);
     wait_tcp_listening(port);
     for copy in ["splice", "buffered"] {
@@ -38,7 +40,8 @@ fn half_close_reply_is_not_cut_off() {
         let mut c = tcp(relay.endpoint("relay", 0).trim_start_matches("tcp://").parse().unwrap());
         c.write_all(b"late reply\n").unwrap();
         c.shutdown(std::net::Shutdown::Write).unwrap();
-        assert_eq!(read_to_eof(&mut c), b"LATE REPLY\n", "{copy}");
+        let got = read_to_eof(&mut c);
+        assert_eq!(text(&got), "LATE REPLY\n", "{copy}:\n{}", relay.stderr());
         // One log line per closed connection, with the bytes each way.
         let closed = relay.wait_stderr(|l| l.contains("closed"));
         assert!(closed.contains("bytes_in=11") && closed.contains("bytes_out=11"), "{closed}");
@@ -183,7 +186,7 @@ fn udp_sessions_reserve_their_upstream_socket_from_the_open_file_budget() {
     // the first eight expires, and the server never runs out.
     let echo = Proc::start(&["serve", "echo", "--listen", "udp://127.0.0.1:0"], 1);
     let mut relay =
-        under_open_file_limit(72, &["relay", "--idle-timeout", "1s", "udp://127.0.0.1:0", &echo.endpoint("echo", 0)]);
+        under_open_file_limit(72, &["relay", "--idle-timeout", "3s", "udp://127.0.0.1:0", &echo.endpoint("echo", 0)]);
     let log = relay.stderr();
     assert!(log.contains("at most 8 sessions at once, not --max-conns 10000"), "{log}");
     let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
@@ -214,18 +217,28 @@ fn udp_sessions_reserve_their_upstream_socket_from_the_open_file_budget() {
 fn udp_sessions_count_against_max_conns() {
     let upstream = udp_on("127.0.0.1");
     let to = format!("udp://{}", upstream.local_addr().unwrap());
-    let mut relay = Proc::start(&["relay", "--max-conns", "1", "--idle-timeout", "500ms", "udp://127.0.0.1:0", &to], 1);
+    let mut relay = Proc::start(&["relay", "--max-conns", "1", "--idle-timeout", "2s", "udp://127.0.0.1:0", &to], 1);
     let target: std::net::SocketAddr = relay.endpoint("relay", 0).trim_start_matches("udp://").parse().unwrap();
     let (a, b) = (udp_on("127.0.0.1"), udp_on("127.0.0.1"));
     a.send_to(b"a", target).unwrap();
     assert_eq!(recv_datagram(&upstream).0, "a");
     b.send_to(b"b, refused", target).unwrap();
     relay.wait_stderr(|l| l.contains("session limit reached (--max-conns)"));
-    // A's session expires; then B gets one, and its datagram is the next
-    // the upstream sees.
+    // A's session expires; then B gets one (once the server has released
+    // A's place, a moment after the close is logged), and its datagram is
+    // the next the upstream sees.
     relay.wait_stderr(|l| l.contains("session closed"));
-    b.send_to(b"b, admitted", target).unwrap();
-    assert_eq!(recv_datagram(&upstream).0, "b, admitted");
+    upstream.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        b.send_to(b"b, admitted", target).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = upstream.recv(&mut buf) {
+            assert_eq!(&buf[..n], b"b, admitted");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never got a session:\n{}", relay.stderr());
+    }
 }
 
 #[test]

@@ -76,9 +76,17 @@ pub fn look_at(dir: impl AsFd, name: &[u8]) -> io::Result<Option<(Kind, u64)>> {
 
 /// Opens the regular file `name` in `dir` for reading, not through a
 /// symlink.
+///
+/// Only a regular file is opened: a FIFO planted at the name would block
+/// the open (and the thread) for ever, so the open does not wait, and
+/// anything but a regular file is refused.
 pub fn open_read_at(dir: impl AsFd, name: &[u8]) -> io::Result<File> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-    Ok(File::from(fd))
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Opens `name` in `dir` to read and write, creating it with `mode` when

@@ -33,6 +33,9 @@ use super::hub::{Event, Hub};
 pub const CHANNEL: &str = "sockit:chat:events";
 /// How long a nick or presence key lives without a refresh.
 pub const TTL: Duration = Duration::from_secs(30);
+/// How long the goodbye to Redis (giving nicks and places up) may take at
+/// shutdown.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often keys are refreshed.
 const REFRESH: Duration = Duration::from_secs(10);
 const NICK_KEY: &str = "sockit:chat:nick:";
@@ -201,7 +204,9 @@ impl Cluster {
                 pipe.cmd("DEL").arg(format!("{NICK_KEY}{nick}")).ignore();
                 pipe.cmd("ZREM").arg(format!("{ROOM_KEY}{room}")).arg(nick).ignore();
             }
-            let _: Result<(), _> = pipe.query_async(&mut con).await;
+            // Bounded: a stalled Redis must not hold shutdown for the
+            // whole grace period (the keys expire anyway).
+            let _ = tokio::time::timeout(LEAVE_TIMEOUT, pipe.query_async::<()>(&mut con)).await;
         }
     }
 
