@@ -280,7 +280,7 @@ fn hand_crafted_paths_cannot_leave_the_directory() {
     let srv = server(&dest, &[]);
     let mut raw = Raw::connect(&srv.endpoint("files", 0));
     let refused = |f: Frame, why: &str| match f {
-        Frame::Refused(t) => assert!(t.contains(why), "{t:?} lacks {why:?}"),
+        Frame::Refused(_, t) => assert!(t.contains(why), "{t:?} lacks {why:?}"),
         other => panic!("expected a refusal with {why:?}, got {other:?}"),
     };
     refused(raw.send_file(b"../escape", b"x"), "'..'");
@@ -619,14 +619,14 @@ fn distinct_dirs_past_max_dirs_are_refused() {
     assert_eq!(raw.recv(), Frame::Stored(b"new7".to_vec()));
     raw.frame(&Frame::Dir { meta, path: b"one-too-many".to_vec() });
     match raw.recv() {
-        Frame::Refused(why) => assert!(why.contains("100 directories") && why.contains("--max-dirs"), "{why}"),
+        Frame::Refused(_, why) => assert!(why.contains("100 directories") && why.contains("--max-dirs"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(!dest.join("one-too-many").exists());
     // A file in a new directory past the cap is refused too; in one the
     // session made, or one that was there, it is stored.
     match raw.send_file(b"there/another/f.txt", b"x") {
-        Frame::Refused(why) => assert!(why.contains("--max-dirs"), "{why}"),
+        Frame::Refused(_, why) => assert!(why.contains("--max-dirs"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(raw.send_file(b"new3/f.txt", b"x"), Frame::Stored(b"new3/f.txt".to_vec()));
@@ -724,7 +724,7 @@ fn server_text_is_cleaned_before_the_sender_prints_it() {
         r.handshake(&Handshake::Hello { flags: 0, nonce: [0; 32] });
         r.handshake(&Handshake::Ready);
         let mut answers =
-            vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::Refused(format!("refused{evil}"))]
+            vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::refused(format!("refused{evil}"))]
                 .into_iter();
         loop {
             match r.recv() {

@@ -20,7 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::frames::FrameReader;
 use crate::services::files::HANDSHAKE;
 use crate::services::files::hash_prefix;
-use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, SMALL};
+use crate::services::files::wire::{FLAG_RENAME, Frame, Hash, MAX_PATH, Meta, Reason, SMALL};
 use crate::text::{clean, clean_bytes};
 use crate::units::{parse_duration, size_in};
 
@@ -283,7 +283,7 @@ impl<W: Write> Sender<W> {
                 }
             }
             Frame::Same => self.report.same += 1,
-            Frame::Refused(why) => self.refused(&why),
+            Frame::Refused(_, why) => self.refused(&why),
             other => bail!("protocol error: unexpected {other:?}"),
         }
         Ok(())
@@ -402,7 +402,7 @@ impl<W: Write> Sender<W> {
                         self.frame(&Frame::Proceed)?;
                         answer = self.answer()?;
                     }
-                    Frame::Refused(why) => {
+                    Frame::Refused(_, why) => {
                         self.refused(&why);
                         return Ok(());
                     }
@@ -414,7 +414,7 @@ impl<W: Write> Sender<W> {
             self.pending.push_back(Pending { rel: rel.clone(), dir: false });
             self.flush()?;
             let f = self.next_reply()?;
-            let mismatch = matches!(&f, Frame::Refused(why) if why.contains("BLAKE3 mismatch"));
+            let mismatch = matches!(&f, Frame::Refused(Reason::Mismatch, _));
             if mismatch && offset > 0 && attempt == 0 {
                 self.pending.pop_back();
                 self.bars.suspend(|| eprintln!("sockit: the server's partial data did not match; sending again whole"));

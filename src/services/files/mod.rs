@@ -438,7 +438,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                             }
                             other => return Err(unexpected(&other, "Skip or Proceed")),
                         },
-                        Opened::Refused(_) => {}
+                        Opened::Refused(..) => {}
                     }
                     break;
                 }
