@@ -17,6 +17,7 @@ use tokio_util::io::SyncIoBridge;
 use super::tls_args::TlsClientArgs;
 use crate::auth;
 use crate::endpoint::Endpoint;
+use crate::error::ExitCode;
 use crate::frames::FrameReader;
 use crate::services::files::HANDSHAKE;
 use crate::services::files::hash_prefix;
@@ -545,7 +546,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
         done = sending => done?,
         _ = interrupted => {
             eprintln!("\nsockit: interrupted; run the same command again to resume (big files go on where they stopped)");
-            return Ok(130);
+            return Ok(ExitCode::Interrupted.code());
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -591,7 +592,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             HumanBytes(rate as u64)
         );
     }
-    Ok(if report.refused.is_empty() { 0 } else { 1 })
+    Ok(if report.refused.is_empty() { ExitCode::Ok } else { ExitCode::Failure }.code())
 }
 
 /// A small file's bytes, read with as few calls as the kernel allows: a
