@@ -37,6 +37,7 @@
 //!   bytes each (a name is at most 255 bytes): ≤ 45 MiB at the default
 //!   [`DEFAULT_MAX_DIRS`]. A directory named again costs nothing.
 
+pub mod client;
 mod disk;
 mod session;
 pub mod wire;
