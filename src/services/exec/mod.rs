@@ -20,6 +20,7 @@
 //!   Confine the server (a systemd unit, a cgroup, a PID namespace) or
 //!   keep `setsid` and shells off `--allow-cmd` where that matters.
 
+pub mod client;
 pub mod wire;
 
 use std::ffi::OsString;
