@@ -5,37 +5,117 @@ use std::io;
 
 use crate::endpoint::{Endpoint, ParseEndpointError};
 
-/// Exit codes of the `sockit` binary. They are part of the interface: scripts
-/// rely on them, so a code never changes meaning.
-pub mod exit {
+/// The exit codes of the `sockit` binary: one variant per code, each with
+/// the line the README's tables say. They are part of the interface:
+/// scripts rely on them, so a number never changes meaning. (`sockit exec`
+/// exits with the remote command's status instead, unless it failed to
+/// connect or log in; see [`crate::services::exec::wire::Exit::status`].)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ExitCode {
     /// Success.
-    pub const OK: i32 = 0;
-    /// Any failure without a more specific code.
-    pub const FAILURE: i32 = 1;
+    Ok = 0,
+    /// Any failure without a more specific code (`sockit send`: something
+    /// was not stored).
+    Failure = 1,
     /// The command line was wrong (clap's own code).
-    pub const USAGE: i32 = 2;
+    Usage = 2,
     /// Could not connect: refused, unreachable, timed out, name not found.
-    pub const CONNECT: i32 = 3;
+    Connect = 3,
     /// Could not listen: address in use, permission denied, not local.
-    pub const BIND: i32 = 4;
+    Bind = 4,
     /// The TLS handshake failed: certificate not trusted, fingerprint
     /// mismatch, or the peer does not speak TLS.
-    pub const TLS: i32 = 5;
+    Tls = 5,
     /// The server refused to admit us: wrong or missing token, or no
     /// acceptable client certificate.
-    pub const AUTH: i32 = 6;
+    Auth = 6,
     /// A host name did not resolve (`sockit get`; elsewhere it is
-    /// [`CONNECT`]).
-    pub const DNS: i32 = 7;
+    /// [`ExitCode::Connect`]).
+    Dns = 7,
     /// No answer in time (`sockit get`: --timeout, --connect-timeout).
-    pub const TIMEOUT: i32 = 8;
+    Timeout = 8,
     /// The server answered with an HTTP error status (`sockit get --fail`).
-    pub const HTTP: i32 = 9;
+    Http = 9,
     /// Redirects went past --max-redirects, or in a loop.
-    pub const REDIRECTS: i32 = 10;
+    Redirects = 10,
     /// The transfer broke off: a body shorter than announced, a connection
     /// lost mid-way, or a file that could not be written.
-    pub const TRANSFER: i32 = 11;
+    Transfer = 11,
+    /// Interrupted by Ctrl-C or SIGTERM before the work was done
+    /// (`sockit send`, `sockit get`): 128 + SIGINT, as a shell says.
+    Interrupted = 130,
+}
+
+impl ExitCode {
+    /// Every code, in order: what the README's exit-code table lists.
+    pub const ALL: [ExitCode; 13] = [
+        ExitCode::Ok,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::Connect,
+        ExitCode::Bind,
+        ExitCode::Tls,
+        ExitCode::Auth,
+        ExitCode::Dns,
+        ExitCode::Timeout,
+        ExitCode::Http,
+        ExitCode::Redirects,
+        ExitCode::Transfer,
+        ExitCode::Interrupted,
+    ];
+
+    /// The number the process exits with.
+    ///
+    /// ```
+    /// assert_eq!(sockit::error::ExitCode::Auth.code(), 6);
+    /// ```
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The code with this number, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        ExitCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+impl From<ExitCode> for i32 {
+    fn from(c: ExitCode) -> i32 {
+        c.code()
+    }
+}
+
+/// The numbers of [`ExitCode`] as plain constants, for callers that still
+/// deal in `i32`; each is defined by its variant, so the two cannot differ.
+pub mod exit {
+    use super::ExitCode;
+    /// [`ExitCode::Ok`].
+    pub const OK: i32 = ExitCode::Ok.code();
+    /// [`ExitCode::Failure`].
+    pub const FAILURE: i32 = ExitCode::Failure.code();
+    /// [`ExitCode::Usage`].
+    pub const USAGE: i32 = ExitCode::Usage.code();
+    /// [`ExitCode::Connect`].
+    pub const CONNECT: i32 = ExitCode::Connect.code();
+    /// [`ExitCode::Bind`].
+    pub const BIND: i32 = ExitCode::Bind.code();
+    /// [`ExitCode::Tls`].
+    pub const TLS: i32 = ExitCode::Tls.code();
+    /// [`ExitCode::Auth`].
+    pub const AUTH: i32 = ExitCode::Auth.code();
+    /// [`ExitCode::Dns`].
+    pub const DNS: i32 = ExitCode::Dns.code();
+    /// [`ExitCode::Timeout`].
+    pub const TIMEOUT: i32 = ExitCode::Timeout.code();
+    /// [`ExitCode::Http`].
+    pub const HTTP: i32 = ExitCode::Http.code();
+    /// [`ExitCode::Redirects`].
+    pub const REDIRECTS: i32 = ExitCode::Redirects.code();
+    /// [`ExitCode::Transfer`].
+    pub const TRANSFER: i32 = ExitCode::Transfer.code();
+    /// [`ExitCode::Interrupted`].
+    pub const INTERRUPTED: i32 = ExitCode::Interrupted.code();
 }
 
 /// A sockit error. The operating system's error is part of the message
@@ -86,9 +166,9 @@ pub enum Error {
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
-    /// A failure with its own exit code (one of [`exit`]).
+    /// A failure with its own exit code.
     #[error("{1}")]
-    Exit(i32, String),
+    Exit(ExitCode, String),
     /// An endpoint was used where its kind does not fit.
     #[error("{endpoint}: {reason}")]
     Unsupported {
@@ -103,17 +183,22 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The process exit code this error maps to (see [`exit`]).
-    pub fn exit_code(&self) -> i32 {
+    /// The exit code this error maps to.
+    pub fn exit(&self) -> ExitCode {
         match self {
-            Error::Parse(_) | Error::Usage(_) | Error::Unsupported { .. } => exit::USAGE,
-            Error::Resolve { .. } | Error::Connect { .. } => exit::CONNECT,
-            Error::Bind { .. } => exit::BIND,
-            Error::Tls { .. } => exit::TLS,
-            Error::Auth(_) => exit::AUTH,
-            Error::Login(e) => e.exit_code(),
+            Error::Parse(_) | Error::Usage(_) | Error::Unsupported { .. } => ExitCode::Usage,
+            Error::Resolve { .. } | Error::Connect { .. } => ExitCode::Connect,
+            Error::Bind { .. } => ExitCode::Bind,
+            Error::Tls { .. } => ExitCode::Tls,
+            Error::Auth(_) => ExitCode::Auth,
+            Error::Login(e) => ExitCode::from_code(e.exit_code()).unwrap_or(ExitCode::Failure),
             Error::Exit(code, _) => *code,
         }
+    }
+
+    /// The process exit code this error maps to, as a number.
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
     }
 }
 
@@ -141,5 +226,20 @@ fn connect_hint(e: &io::Error) -> &'static str {
             "; no route to that host: check the address and the network"
         }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_stable_and_distinct() {
+        let numbers: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(numbers, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130]);
+        for c in ExitCode::ALL {
+            assert_eq!(ExitCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(ExitCode::from_code(12), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use sockit::cli::Cli;
-use sockit::error::exit;
+use sockit::error::ExitCode;
 
 fn main() {
     let cli = Cli::parse();
@@ -11,7 +11,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockit: cannot start the runtime: {e}");
-            std::process::exit(exit::FAILURE);
+            std::process::exit(ExitCode::Failure.code());
         }
     };
     let code = match runtime.block_on(sockit::commands::run(cli)) {
@@ -28,5 +28,5 @@ fn main() {
 /// broken pipe on a socket is a real error and must not pass silently.)
 fn report(err: &anyhow::Error) -> i32 {
     eprintln!("sockit: {err:#}");
-    err.chain().find_map(|c| c.downcast_ref::<sockit::Error>()).map_or(exit::FAILURE, |e| e.exit_code())
+    err.chain().find_map(|c| c.downcast_ref::<sockit::Error>()).map_or(ExitCode::Failure, sockit::Error::exit).code()
 }

@@ -315,21 +315,21 @@ impl ClientTls {
     }
 }
 
+/// The handshake's error with a hint chosen from rustls's own error, not
+/// from its words: a certificate not trusted, or a peer not speaking TLS.
 fn handshake_err(e: io::Error) -> io::Error {
-    let text = e.to_string();
-    let hint = if text.contains("fingerprint") {
-        ""
-    } else if text.contains("UnknownIssuer") || text.contains("NotValidForName") || text.contains("certificate") {
-        " (a self-signed server? pin its fingerprint with --tls-fingerprint, or trust its certificate with --tls-ca)"
-    } else if text.contains("corrupt message")
-        || text.contains("InvalidContentType")
-        || e.kind() == io::ErrorKind::UnexpectedEof
-    {
-        " (is the server speaking TLS on that port?)"
-    } else {
-        ""
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let hint = match tls {
+        // A pinned fingerprint that differs: [`Pinned`]'s words say it all.
+        Some(rustls::Error::General(_)) => "",
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            " (a self-signed server? pin its fingerprint with --tls-fingerprint, or trust its certificate with --tls-ca)"
+        }
+        Some(rustls::Error::InvalidMessage(_)) => " (is the server speaking TLS on that port?)",
+        None if e.kind() == io::ErrorKind::UnexpectedEof => " (is the server speaking TLS on that port?)",
+        _ => "",
     };
-    io::Error::new(e.kind(), format!("TLS handshake failed: {text}{hint}"))
+    io::Error::new(e.kind(), format!("TLS handshake failed: {e}{hint}"))
 }
 
 /// Checks the server's certificate against a pinned fingerprint, or (with

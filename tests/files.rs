@@ -258,6 +258,15 @@ impl Raw {
         read_frame(&mut self.s, &mut self.buf, wire::decode)
     }
 
+    /// Reads and drops `n` bytes of raw file data.
+    fn skip(&mut self, n: u64) {
+        let buffered = self.buf.len().min(n as usize);
+        let _ = self.buf.split_to(buffered);
+        let left = n - buffered as u64;
+        let copied = std::io::copy(&mut std::io::Read::take(&mut self.s, left), &mut std::io::sink()).unwrap();
+        assert_eq!(copied, left, "the sender stopped sending file data");
+    }
+
     fn send_file(&mut self, path: &[u8], data: &[u8]) -> Frame {
         let mut out = BytesMut::new();
         let meta = Meta { mode: 0o644, mtime: 0, mtime_ns: 0 };
@@ -280,7 +289,7 @@ fn hand_crafted_paths_cannot_leave_the_directory() {
     let srv = server(&dest, &[]);
     let mut raw = Raw::connect(&srv.endpoint("files", 0));
     let refused = |f: Frame, why: &str| match f {
-        Frame::Refused(t) => assert!(t.contains(why), "{t:?} lacks {why:?}"),
+        Frame::Refused(_, t) => assert!(t.contains(why), "{t:?} lacks {why:?}"),
         other => panic!("expected a refusal with {why:?}, got {other:?}"),
     };
     refused(raw.send_file(b"../escape", b"x"), "'..'");
@@ -619,14 +628,14 @@ fn distinct_dirs_past_max_dirs_are_refused() {
     assert_eq!(raw.recv(), Frame::Stored(b"new7".to_vec()));
     raw.frame(&Frame::Dir { meta, path: b"one-too-many".to_vec() });
     match raw.recv() {
-        Frame::Refused(why) => assert!(why.contains("100 directories") && why.contains("--max-dirs"), "{why}"),
+        Frame::Refused(_, why) => assert!(why.contains("100 directories") && why.contains("--max-dirs"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(!dest.join("one-too-many").exists());
     // A file in a new directory past the cap is refused too; in one the
     // session made, or one that was there, it is stored.
     match raw.send_file(b"there/another/f.txt", b"x") {
-        Frame::Refused(why) => assert!(why.contains("--max-dirs"), "{why}"),
+        Frame::Refused(_, why) => assert!(why.contains("--max-dirs"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(raw.send_file(b"new3/f.txt", b"x"), Frame::Stored(b"new3/f.txt".to_vec()));
@@ -724,7 +733,7 @@ fn server_text_is_cleaned_before_the_sender_prints_it() {
         r.handshake(&Handshake::Hello { flags: 0, nonce: [0; 32] });
         r.handshake(&Handshake::Ready);
         let mut answers =
-            vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::Refused(format!("refused{evil}"))]
+            vec![Frame::Stored(format!("renamed{evil}.txt").into_bytes()), Frame::refused(format!("refused{evil}"))]
                 .into_iter();
         loop {
             match r.recv() {
@@ -754,4 +763,54 @@ fn server_text_is_cleaned_before_the_sender_prints_it() {
         "{err:?}"
     );
     assert!(!err.contains('\x1b') && !err.contains('\r') && !err.contains('\x07'), "{err:?}");
+}
+
+#[test]
+fn a_mismatch_after_resuming_is_sent_again_whole_whatever_the_words() {
+    // A hand-made files server that offers to resume, then refuses with the
+    // mismatch reason in words the sender has never seen: the code decides.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let size = 2 << 20;
+    let peer = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut r = Raw { s, buf: BytesMut::new() };
+        r.handshake(&Handshake::Hello { flags: 0, nonce: [0; 32] });
+        r.handshake(&Handshake::Ready);
+        let mut offers = vec![1 << 20, 0].into_iter();
+        let mut offset = 0;
+        let mut whole = false;
+        loop {
+            match r.recv() {
+                Frame::File { path, .. } => {
+                    assert_eq!(path, b"big.bin");
+                    offset = offers.next().expect("sent at most twice");
+                    r.frame(&Frame::Send(offset));
+                    r.skip(size - offset);
+                }
+                Frame::Done(_) if offset > 0 => {
+                    r.frame(&Frame::Refused(wire::Reason::Mismatch, "big.bin: nope, start over".into()))
+                }
+                Frame::Done(_) => {
+                    whole = true;
+                    r.frame(&Frame::Stored(b"big.bin".to_vec()));
+                }
+                Frame::End => {
+                    r.frame(&Frame::Bye);
+                    break;
+                }
+                f => panic!("unexpected {f:?}"),
+            }
+        }
+        whole
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    std::fs::write(&big, pattern(size as usize, 7)).unwrap();
+    let out = send(&ep, &[&big], &[]);
+    let err = text(&out.stderr);
+    assert!(peer.join().unwrap(), "sent again from 0: {err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("sending again whole"), "{err}");
 }

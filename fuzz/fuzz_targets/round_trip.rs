@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use sockit::frames::Wire;
 
 /// Checks the wire format `F` on `data` (see [`check_with`]).
-#[allow(dead_code)] // the handshake target uses check_with only
+#[allow(dead_code)] // the handshake and files targets use check_with only
 pub fn check<F: Wire + std::fmt::Debug>(data: &[u8], max_buffered: usize) {
     check_with(data, max_buffered, F::decode, F::encode);
 }

@@ -1,4 +1,5 @@
-//! `sockit exec ENDPOINT -- CMD ARGS…`: the remote-command client.
+//! `sockit exec ENDPOINT -- CMD ARGS…`: arguments, the prompt and the
+//! exit status around the exec client ([`crate::services::exec::client`]).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -6,17 +7,16 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-
 use super::pipe::StdinPump;
 use super::tls_args::TlsClientArgs;
 use crate::auth;
 use crate::conn::Stream;
 use crate::endpoint::Endpoint;
+use crate::error::ExitCode;
 use crate::frames::FrameStream;
 use crate::services::exec::HANDSHAKE;
+use crate::services::exec::client::{self, ClientError};
 use crate::services::exec::wire::{Exit, FLAG_SHELL, Frame};
-use crate::text::clean;
 use crate::units::parse_duration;
 
 /// Arguments of `sockit exec`.
@@ -67,53 +67,22 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
-struct Client {
-    frames: FrameStream<Stream, Frame>,
-}
+type Client = client::Client<Stream>;
 
-impl Client {
-    async fn recv(&mut self) -> anyhow::Result<Option<Frame>> {
-        self.frames.recv().await.map_err(|e| anyhow::anyhow!("protocol error: {e}"))
+/// Runs one command, output to ours; says how it ended when a signal or
+/// the timeout ended it. A closed stdout (`| head`) ends the process quietly.
+async fn run_one(c: &mut Client, request: Frame) -> anyhow::Result<Exit> {
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    let exit = match c.run(request, &mut out, &mut err, |t| eprintln!("sockit: remote: {t}")).await {
+        Err(ClientError::OutputClosed) => std::process::exit(ExitCode::Ok.code()),
+        r => r?,
+    };
+    match exit {
+        Exit::TimedOut => eprintln!("sockit: remote: timed out (the server's --timeout); its process group was killed"),
+        Exit::Signal(s) => eprintln!("sockit: remote: killed by signal {s}"),
+        _ => {}
     }
-
-    async fn send(&mut self, f: &Frame) -> std::io::Result<()> {
-        self.frames.send(f).await
-    }
-
-    /// Sends one command and relays its output; returns how it ended.
-    async fn run(&mut self, request: Frame) -> anyhow::Result<Exit> {
-        self.send(&request).await?;
-        let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
-        loop {
-            match self.recv().await? {
-                Some(Frame::Stdout(b)) => write_or_quit(&mut out, &b).await?,
-                Some(Frame::Stderr(b)) => write_or_quit(&mut err, &b).await?,
-                // Text from the server, unlike the command's output, goes
-                // to the terminal as text: never raw.
-                Some(Frame::Notice(t)) | Some(Frame::Error(t)) => eprintln!("sockit: remote: {}", clean(&t)),
-                Some(Frame::Exit(exit)) => {
-                    match exit {
-                        Exit::TimedOut => eprintln!(
-                            "sockit: remote: timed out (the server's --timeout); its process group was killed"
-                        ),
-                        Exit::Signal(s) => eprintln!("sockit: remote: killed by signal {s}"),
-                        _ => {}
-                    }
-                    return Ok(exit);
-                }
-                Some(other) => anyhow::bail!("protocol error: unexpected {other:?}"),
-                None => anyhow::bail!("the server closed the connection before the command finished"),
-            }
-        }
-    }
-}
-
-/// Writes output; a closed stdout (`| head`) ends the process quietly.
-async fn write_or_quit(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) -> std::io::Result<()> {
-    match w.write_all(b).await.and(w.flush().await) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        r => r,
-    }
+    Ok(exit)
 }
 
 /// Runs `sockit exec`.
@@ -126,13 +95,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
         .await
         .map_err(crate::Error::from)?;
     let flags = admitted.flags;
-    let mut c = Client { frames: FrameStream::from_parts(stream, admitted.rest) };
+    let mut c = Client::new(FrameStream::from_parts(stream, admitted.rest));
     if let Some(line) = args.shell {
-        return Ok(c.run(Frame::Shell(line.into_bytes())).await?.status());
+        return Ok(run_one(&mut c, Frame::Shell(line.into_bytes())).await?.status());
     }
     if !args.command.is_empty() {
         let argv = args.command.into_iter().map(OsString::into_vec).collect();
-        return Ok(c.run(Frame::Run(argv)).await?.status());
+        return Ok(run_one(&mut c, Frame::Run(argv)).await?.status());
     }
     interactive(&mut c, flags & FLAG_SHELL != 0).await
 }
@@ -168,7 +137,7 @@ async fn interactive(c: &mut Client, shell: bool) -> anyhow::Result<i32> {
                 }
             }
         };
-        status = c.run(request).await?.status();
+        status = run_one(c, request).await?.status();
     }
     Ok(status)
 }

@@ -14,7 +14,7 @@ use reqwest::{Response, StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
 use super::tls_args::TlsVerifyArgs;
-use crate::error::{Error, exit};
+use crate::error::{Error, ExitCode};
 use crate::tls::ClientTls;
 use crate::units::{number_in, parse_duration};
 
@@ -138,7 +138,7 @@ pub struct GetArgs {
 /// by then is not going to, or is too slow to wait for unasked.
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
+fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     Error::Exit(code, msg.into()).into()
 }
 
@@ -174,48 +174,81 @@ fn parse_headers(lines: &[String]) -> Result<HeaderMap, Error> {
     Ok(map)
 }
 
+/// A host name that did not resolve: the system resolver's error, typed so
+/// that [`classify`] knows it without reading words.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotResolved(std::io::Error);
+
+/// The system resolver (as reqwest's default), its failures [`NotResolved`].
+struct SystemResolver;
+
+impl reqwest::dns::Resolve for SystemResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(addrs) => Ok(Box::new(addrs.collect::<Vec<_>>().into_iter()) as reqwest::dns::Addrs),
+                Err(e) => Err(Box::new(NotResolved(e)) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+/// Whether `e` is, or wraps (inside an `io::Error`, at any depth), a
+/// rustls error: the TLS handshake failed.
+fn holds_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    // An io::Error's source skips the error it wraps: look inside.
+    let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+    inner.is_some_and(|i| holds_rustls_error(i)) || e.source().is_some_and(holds_rustls_error)
+}
+
 /// A reqwest error as a message and an exit code that say what failed.
 fn classify(e: reqwest::Error, url: &Url) -> anyhow::Error {
     let mut chain = Vec::new();
-    let mut tls = false;
+    let (mut tls, mut dns) = (false, false);
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(s) = source {
         let text = s.to_string();
         if !chain.iter().any(|c: &String| c.contains(&text)) {
             chain.push(text);
         }
-        tls |= s.downcast_ref::<rustls::Error>().is_some()
-            || s.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        tls |= holds_rustls_error(s);
+        dns |= s.downcast_ref::<NotResolved>().is_some();
         source = s.source();
     }
     let detail = if chain.is_empty() { e.to_string() } else { chain.join(": ") };
     let host = url.host_str().unwrap_or("");
     if e.is_timeout() {
         fail(
-            exit::TIMEOUT,
+            ExitCode::Timeout,
             format!("{url}: timed out ({detail}); raise --timeout / --connect-timeout / --stall-timeout"),
         )
     } else if e.is_redirect() {
-        fail(exit::REDIRECTS, format!("{url}: {detail}; see where it goes with --no-follow, or raise --max-redirects"))
-    } else if detail.contains("dns error") {
-        fail(exit::DNS, format!("cannot resolve '{host}': {detail}; check the name"))
-    } else if tls || ["certificate", "handshake", "TLS", "tls:", "corrupt message"].iter().any(|w| detail.contains(w)) {
         fail(
-            exit::TLS,
+            ExitCode::Redirects,
+            format!("{url}: {detail}; see where it goes with --no-follow, or raise --max-redirects"),
+        )
+    } else if dns {
+        fail(ExitCode::Dns, format!("cannot resolve '{host}': {detail}; check the name"))
+    } else if tls {
+        fail(
+            ExitCode::Tls,
             format!(
                 "TLS with {host}: {detail}; trust its CA with --tls-ca FILE, pin it with --tls-fingerprint, or (unsafe) --insecure"
             ),
         )
     } else if e.is_connect() {
-        fail(exit::CONNECT, format!("cannot connect to {url}: {detail}; is the server running, on that port?"))
+        fail(ExitCode::Connect, format!("cannot connect to {url}: {detail}; is the server running, on that port?"))
     } else if e.is_body() || e.is_decode() {
-        fail(exit::TRANSFER, format!("{url}: the transfer broke off: {detail}"))
+        fail(ExitCode::Transfer, format!("{url}: the transfer broke off: {detail}"))
     } else if e.is_builder() {
-        fail(exit::USAGE, format!("{url}: {detail}"))
+        fail(ExitCode::Usage, format!("{url}: {detail}"))
     } else {
-        fail(exit::FAILURE, format!("{url}: {detail}"))
+        fail(ExitCode::Failure, format!("{url}: {detail}"))
     }
 }
 
@@ -250,6 +283,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     let have = resume.as_ref().map_or(0, |r| r.have);
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(ClientTls::http(&args.tls.verify())?)
+        .dns_resolver(SystemResolver)
         .user_agent(&args.user_agent)
         .default_headers(parse_headers(&args.headers)?)
         .connect_timeout(args.connect_timeout)
@@ -279,7 +313,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     } else {
         tokio::time::timeout(args.head_timeout, send).await.map_err(|_| {
             fail(
-                exit::TIMEOUT,
+                ExitCode::Timeout,
                 format!(
                     "{url}: timed out: no complete response head within {} (--head-timeout); \
                      the server sends it too slowly or never ends it. Raise --head-timeout if it is just slow",
@@ -299,7 +333,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         eprint!("{}", head_text(&resp, "\n"));
     }
     if args.fail && (status.is_client_error() || status.is_server_error()) {
-        return Err(fail(exit::HTTP, format!("HTTP {status} from {}", resp.url())));
+        return Err(fail(ExitCode::Http, format!("HTTP {status} from {}", resp.url())));
     }
     if args.head {
         return Ok(0);
@@ -329,7 +363,7 @@ fn find_partial(path: &Path, partial: &Path, resume: bool) -> anyhow::Result<Opt
             Some(meta.len())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail(exit::TRANSFER, format!("cannot use {}: {e}", partial.display()))),
+        Err(e) => return Err(fail(ExitCode::Transfer, format!("cannot use {}: {e}", partial.display()))),
     };
     if !resume {
         return Ok(None);
@@ -357,7 +391,7 @@ fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     Err(fail(
-        exit::TRANSFER,
+        ExitCode::Transfer,
         format!(
             "refusing to write {}: {why}, so writing it could overwrite another file. \
              Remove it if it is yours, or save elsewhere with -o",
@@ -376,12 +410,13 @@ fn open_partial(partial: &Path, append: bool) -> anyhow::Result<(std::fs::File, 
         .map_err(|e| {
             // Say why when something was planted there.
             let planted = std::fs::symlink_metadata(partial).ok().and_then(|m| check_ours(&m, partial).err());
-            planted.unwrap_or_else(|| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))
+            planted.unwrap_or_else(|| fail(ExitCode::Transfer, format!("cannot write {}: {e}", partial.display())))
         })?;
-    let meta = file.metadata().map_err(|e| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))?;
+    let meta =
+        file.metadata().map_err(|e| fail(ExitCode::Transfer, format!("cannot write {}: {e}", partial.display())))?;
     check_ours(&meta, partial)?;
     if !append {
-        file.set_len(0).map_err(|e| fail(exit::TRANSFER, format!("cannot write {}: {e}", partial.display())))?;
+        file.set_len(0).map_err(|e| fail(ExitCode::Transfer, format!("cannot write {}: {e}", partial.display())))?;
     }
     Ok((file, if append { meta.len() } else { 0 }))
 }
@@ -427,7 +462,7 @@ async fn to_stdout(mut resp: Response, url: &Url) -> anyhow::Result<i32> {
 fn short_or(e: reqwest::Error, url: &Url, got: u64, expected: Option<u64>) -> anyhow::Error {
     match expected {
         Some(n) if got < n && !e.is_timeout() => fail(
-            exit::TRANSFER,
+            ExitCode::Transfer,
             format!("{url}: the body was cut short: got {got} of {n} bytes ({})", classify(e, url)),
         ),
         _ => classify(e, url),
@@ -436,14 +471,14 @@ fn short_or(e: reqwest::Error, url: &Url, got: u64, expected: Option<u64>) -> an
 
 /// The same error, exit code kept, with a note after its message.
 fn noted(e: anyhow::Error, note: &str) -> anyhow::Error {
-    let code = e.chain().find_map(|c| c.downcast_ref::<Error>()).map_or(exit::FAILURE, Error::exit_code);
+    let code = e.chain().find_map(|c| c.downcast_ref::<Error>()).map_or(ExitCode::Failure, Error::exit);
     fail(code, format!("{e:#}; {note}"))
 }
 
 fn check_length(got: u64, expected: Option<u64>, url: &Url) -> anyhow::Result<()> {
     match expected {
         Some(n) if got != n => {
-            Err(fail(exit::TRANSFER, format!("{url}: the body was cut short: got {got} of {n} bytes")))
+            Err(fail(ExitCode::Transfer, format!("{url}: the body was cut short: got {got} of {n} bytes")))
         }
         _ => Ok(()),
     }
@@ -459,7 +494,8 @@ async fn to_file(
 ) -> anyhow::Result<i32> {
     let url = resp.url().clone();
     let status = resp.status();
-    let ioerr = |what: &str, p: &Path, e: std::io::Error| fail(exit::TRANSFER, format!("{what} {}: {e}", p.display()));
+    let ioerr =
+        |what: &str, p: &Path, e: std::io::Error| fail(ExitCode::Transfer, format!("{what} {}: {e}", p.display()));
     let mut start = 0;
     if let Some(Resume { from, have }) = &resume {
         let (from, have) = (from.as_path(), *have);
@@ -469,7 +505,7 @@ async fn to_file(
                 let at = content_range_start(resp.headers());
                 if at != Some(have) {
                     return Err(fail(
-                        exit::TRANSFER,
+                        ExitCode::Transfer,
                         format!(
                             "{url}: asked for bytes from {have}, got a range from {at:?}; delete {} to start over",
                             from.display()
@@ -502,7 +538,7 @@ async fn to_file(
             ),
             s => {
                 return Err(fail(
-                    if s.is_client_error() || s.is_server_error() { exit::HTTP } else { exit::FAILURE },
+                    if s.is_client_error() || s.is_server_error() { ExitCode::Http } else { ExitCode::Failure },
                     format!(
                         "HTTP {s} from {url} instead of the rest of the file; {} is kept as it was",
                         from.display()
@@ -518,7 +554,7 @@ async fn to_file(
     if len != start {
         // Changed between the look before the request and now.
         return Err(fail(
-            exit::TRANSFER,
+            ExitCode::Transfer,
             format!("{} changed during the request ({len} bytes, not {start}); run again", partial.display()),
         ));
     }
@@ -548,7 +584,7 @@ async fn to_file(
                 bar.abandon();
                 let _ = file.flush();
                 eprintln!("sockit: interrupted; {}", kept(got));
-                return Ok(130);
+                return Ok(ExitCode::Interrupted.code());
             }
         };
         match piece {
@@ -572,7 +608,7 @@ async fn to_file(
         && got != n
     {
         return Err(fail(
-            exit::TRANSFER,
+            ExitCode::Transfer,
             format!("{url}: the body was cut short: got {got} of {n} bytes; {}", kept(got)),
         ));
     }
@@ -606,6 +642,26 @@ fn content_range_total(h: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolver that knows no name, so no query leaves the machine.
+    struct KnowsNone;
+
+    impl reqwest::dns::Resolve for KnowsNone {
+        fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            Box::pin(async { Err(Box::new(NotResolved(std::io::Error::other("no such name"))) as _) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_exit_7_by_type() {
+        let tls = ClientTls::http(&crate::tls::Verify::Insecure).unwrap();
+        let client = reqwest::Client::builder().use_preconfigured_tls(tls).dns_resolver(KnowsNone).build().unwrap();
+        let url = Url::parse("http://nowhere.test/").unwrap();
+        let err = classify(client.get(url.clone()).send().await.unwrap_err(), &url);
+        let ours = err.downcast_ref::<Error>().expect("a sockit error");
+        assert_eq!(ours.exit(), ExitCode::Dns, "{err:#}");
+        assert!(err.to_string().starts_with("cannot resolve 'nowhere.test': "), "{err:#}");
+    }
 
     #[test]
     fn urls_and_names() {

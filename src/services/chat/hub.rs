@@ -85,7 +85,7 @@ pub struct Inbox {
 }
 
 /// Why a change was refused; the text is the `! ` line sent back.
-pub type Refusal = String;
+pub type Declined = String;
 
 #[derive(Debug)]
 struct Member {
@@ -240,7 +240,7 @@ impl Hub {
     }
 
     /// Renames member `id`; the room is told `* old is now new`.
-    pub fn rename(&self, id: u64, nick: &str) -> Result<String, Refusal> {
+    pub fn rename(&self, id: u64, nick: &str) -> Result<String, Declined> {
         let mut st = self.state.lock().unwrap();
         if let Some(&holder) = st.nicks.get(nick) {
             return Err(if holder == id {
@@ -261,7 +261,7 @@ impl Hub {
     }
 
     /// Moves `inbox`'s member to `room`.
-    pub fn switch(&self, inbox: &mut Inbox, room: &str) -> Result<(), Refusal> {
+    pub fn switch(&self, inbox: &mut Inbox, room: &str) -> Result<(), Declined> {
         let mut st = self.state.lock().unwrap();
         let m = st.members.get_mut(&inbox.id).ok_or("! not connected")?;
         if m.room == room {
@@ -296,7 +296,7 @@ impl Hub {
 
     /// `/msg`: `<from> (direct) text` to `to` alone, if `to` is here;
     /// `Ok(Some(line))` hands the line back when `to` is not.
-    pub fn direct(&self, id: u64, to: &str, text: &str) -> Result<Option<Bytes>, Refusal> {
+    pub fn direct(&self, id: u64, to: &str, text: &str) -> Result<Option<Bytes>, Declined> {
         let st = self.state.lock().unwrap();
         let from = st.members.get(&id).map(|m| m.nick.clone()).ok_or("! not connected")?;
         let msg = line(&format!("<{from}> (direct) {text}"));

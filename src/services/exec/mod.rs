@@ -20,6 +20,7 @@
 //!   Confine the server (a systemd unit, a cgroup, a PID namespace) or
 //!   keep `setsid` and shells off `--allow-cmd` where that matters.
 
+pub mod client;
 pub mod wire;
 
 use std::ffi::OsString;
@@ -122,7 +123,7 @@ impl Service for Exec {
                 Ok(cmd) => self.run(&mut s, cmd).await?,
                 Err(why) => {
                     s.send(&Frame::Error(why)).await?;
-                    s.send(&Frame::Exit(Exit::NotStarted(126))).await?;
+                    s.send(&Frame::Exit(Exit::NotStarted(wire::CANNOT_EXECUTE))).await?;
                 }
             }
         }
@@ -191,7 +192,7 @@ impl Exec {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+                let code = if e.kind() == io::ErrorKind::NotFound { wire::NOT_FOUND } else { wire::CANNOT_EXECUTE };
                 s.send(&Frame::Error(format!("cannot run: {e}"))).await?;
                 return s.send(&Frame::Exit(Exit::NotStarted(code))).await;
             }

@@ -43,7 +43,20 @@ pub const LAST_TYPE: u8 = 10;
 /// The type byte of Error, which the handshake refuses with too.
 pub const ERROR_TYPE: u8 = 9;
 
-/// How a command ended.
+/// The status of a command that could not start: refused (not allowed)
+/// or not executable, as a shell says.
+pub const CANNOT_EXECUTE: i32 = 126;
+/// The status of a command that was not found, as a shell says.
+pub const NOT_FOUND: i32 = 127;
+/// The status of a command killed for running past the server's
+/// `--timeout`, as `timeout(1)` says.
+pub const TIMED_OUT: i32 = 124;
+/// A command killed by signal N exits `SIGNALED + N`, as a shell says.
+pub const SIGNALED: i32 = 128;
+
+/// How a command ended. [`Exit::status`] is what `sockit exec` exits with:
+/// the remote command's status passes through in place of
+/// [`crate::error::ExitCode`]'s numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// It exited with this status.
@@ -52,19 +65,20 @@ pub enum Exit {
     Signal(i32),
     /// It ran past `--timeout`; its process group was killed.
     TimedOut,
-    /// It never started: 126 (refused, or cannot execute) or 127 (not found),
-    /// as a shell would say.
+    /// It never started: [`CANNOT_EXECUTE`] (refused, or cannot execute) or
+    /// [`NOT_FOUND`], as a shell would say.
     NotStarted(i32),
 }
 
 impl Exit {
     /// The exit status a client process passes on, as a shell would:
-    /// 128 + signal, 124 for a timeout (as `timeout(1)` does).
+    /// [`SIGNALED`] + signal, [`TIMED_OUT`] for a timeout (as `timeout(1)`
+    /// does).
     pub fn status(self) -> i32 {
         match self {
             Exit::Code(c) | Exit::NotStarted(c) => c,
-            Exit::Signal(s) => 128 + s,
-            Exit::TimedOut => 124,
+            Exit::Signal(s) => SIGNALED + s,
+            Exit::TimedOut => TIMED_OUT,
         }
     }
 }

@@ -45,7 +45,7 @@ use self::dirs::Dirs;
 use self::small::Batch;
 use self::tree::{Target, Tree, Where};
 use super::session::{Claim, KEY_WAIT, Session, Writer, Writers};
-use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR, SMALL};
+use super::wire::{self, FLAG_RENAME, Frame, Hash, Meta, PARTIAL_DIR, Reason, SMALL};
 use super::{FilesConfig, Policy, hash_prefix_with};
 use crate::sys::fs as sysfs;
 
@@ -99,8 +99,8 @@ pub(super) enum Opened {
     Send(u64),
     /// A file of that size is there with this BLAKE3: skip or proceed?
     Exists(Hash),
-    /// Not stored, and why.
-    Refused(String),
+    /// Not stored: the reason on the wire, and why.
+    Refused(Reason, String),
 }
 
 impl Opened {
@@ -109,7 +109,7 @@ impl Opened {
         match self {
             Opened::Send(offset) => Frame::Send(*offset),
             Opened::Exists(hash) => Frame::Exists(*hash),
-            Opened::Refused(why) => Frame::Refused(why.clone()),
+            Opened::Refused(reason, why) => Frame::Refused(*reason, why.clone()),
         }
     }
 }
@@ -206,7 +206,19 @@ impl Outbox {
 }
 
 /// A refusal of one entry: the sender is told, the session goes on.
-struct Refusal(String);
+struct Refusal(Reason, String);
+
+impl Refusal {
+    /// A refusal a sender cannot act on by itself.
+    fn other(why: String) -> Refusal {
+        Refusal(Reason::Other, why)
+    }
+
+    /// A different file of that name is there.
+    fn taken(path: &[u8]) -> Refusal {
+        Refusal(Reason::Taken, differs(path))
+    }
+}
 
 /// The session's disk side: everything that touches the filesystem.
 pub(super) struct Disk {
@@ -332,7 +344,7 @@ impl Disk {
             Job::Dir { meta, path } => {
                 let answer = match self.tree.make_dir(&path, meta) {
                     Ok(()) => Frame::Stored(path),
-                    Err(Refusal(why)) => Frame::Refused(why),
+                    Err(Refusal(reason, why)) => Frame::Refused(reason, why),
                 };
                 self.batch.answer(answer, &mut self.out)?;
             }
@@ -371,7 +383,7 @@ impl Disk {
                 "{}: BLAKE3 mismatch: the data changed in transit or on the sender; send it again",
                 show(&head.path)
             );
-            return self.batch.answer(Frame::Refused(why), &mut self.out);
+            return self.batch.answer(Frame::Refused(Reason::Mismatch, why), &mut self.out);
         }
         let target = match self.tree.target(&head, false) {
             Ok(Where::To(t)) => t,
@@ -379,16 +391,18 @@ impl Disk {
             // Its data is here already: no need to ask the sender.
             Ok(Where::Taken(_)) => match self.tree.target(&head, true) {
                 Ok(Where::To(t)) => t,
-                Ok(Where::Taken(_)) => return self.batch.answer(Frame::Refused(differs(&head.path)), &mut self.out),
-                Err(Refusal(why)) => return self.batch.answer(Frame::Refused(why), &mut self.out),
+                Ok(Where::Taken(_)) => {
+                    return self.batch.answer(Frame::Refused(Reason::Taken, differs(&head.path)), &mut self.out);
+                }
+                Err(Refusal(reason, why)) => return self.batch.answer(Frame::Refused(reason, why), &mut self.out),
             },
-            Err(Refusal(why)) => return self.batch.answer(Frame::Refused(why), &mut self.out),
+            Err(Refusal(reason, why)) => return self.batch.answer(Frame::Refused(reason, why), &mut self.out),
         };
         match self.batch.write(&target, &head, &data) {
             Ok(written) => self.batch.stage(written, target, head.size, hash, &mut self.out),
             Err(e) => {
                 let why = self.not_stored(&head.path, e)?;
-                self.batch.answer(Frame::Refused(why), &mut self.out)
+                self.batch.answer(Frame::refused(why), &mut self.out)
             }
         }
     }
@@ -401,7 +415,7 @@ impl Disk {
                 self.pending = Some(head);
                 Err(Opened::Exists(hash))
             }
-            Err(Refusal(why)) => Err(Opened::Refused(why)),
+            Err(Refusal(reason, why)) => Err(Opened::Refused(reason, why)),
         }
     }
 
@@ -415,12 +429,15 @@ impl Disk {
         self.out.send()?;
         let (writer, target, head) = match self.writers.claim(&key, &self.session) {
             Claim::Busy => {
-                return Ok(Opened::Refused(format!(
-                    "{}: another connection has been receiving this file for over {} s and still is; \
+                return Ok(Opened::Refused(
+                    Reason::Other,
+                    format!(
+                        "{}: another connection has been receiving this file for over {} s and still is; \
                      try again when it is done",
-                    show(&head.path),
-                    KEY_WAIT.as_secs()
-                )));
+                        show(&head.path),
+                        KEY_WAIT.as_secs()
+                    ),
+                ));
             }
             Claim::Held(writer, false) => (writer, target, head),
             // Another session had it: it may be there now, whole.
@@ -443,9 +460,9 @@ impl Disk {
                 self.incoming = Some((inc, writer));
                 Ok(Opened::Send(offset))
             }
-            Ok(Opening::Refused(why)) => Ok(Opened::Refused(why)),
+            Ok(Opening::Refused(why)) => Ok(Opened::Refused(Reason::Other, why)),
             Err(_) if self.session.stop.is_cancelled() => Err(taken_over()),
-            Err(e) => self.not_stored(&path, e).map(Opened::Refused),
+            Err(e) => self.not_stored(&path, e).map(|why| Opened::Refused(Reason::Other, why)),
         }
     }
 
@@ -477,7 +494,7 @@ impl Disk {
             Finished::Answer(f) => self.out.push(f),
             Finished::Failed(e) => {
                 let why = self.not_stored(&path, e)?;
-                self.out.push(Frame::Refused(why))
+                self.out.push(Frame::refused(why))
             }
         }
     }
@@ -530,7 +547,7 @@ fn show(path: &[u8]) -> String {
 }
 
 fn refusal(path: &[u8], e: impl std::fmt::Display) -> Refusal {
-    Refusal(format!("{}: {e}", show(path)))
+    Refusal::other(format!("{}: {e}", show(path)))
 }
 
 fn describe_disk_error(path: &[u8], e: io::Error, dir: &std::path::Path) -> io::Error {
@@ -617,8 +634,8 @@ mod tests {
             let target = Target { parent: root.clone(), name: name.clone(), shown: name.clone(), replace: false };
             let written = batch.write(&target, &head, b"hi").unwrap();
             batch.stage(written, target, 2, *blake3::hash(b"hi").as_bytes(), &mut out).unwrap();
-            batch.answer(Frame::Refused(format!("r{i}")), &mut out).unwrap();
-            want.extend([Frame::Stored(name), Frame::Refused(format!("r{i}"))]);
+            batch.answer(Frame::refused(format!("r{i}")), &mut out).unwrap();
+            want.extend([Frame::Stored(name), Frame::refused(format!("r{i}"))]);
         }
         batch.flush(true, &mut out).unwrap();
         out.send().unwrap();

@@ -37,6 +37,7 @@
 //!   bytes each (a name is at most 255 bytes): ≤ 45 MiB at the default
 //!   [`DEFAULT_MAX_DIRS`]. A directory named again costs nothing.
 
+pub mod client;
 mod disk;
 mod session;
 pub mod wire;
@@ -439,7 +440,7 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(
                             }
                             other => return Err(unexpected(&other, "Skip or Proceed")),
                         },
-                        Opened::Refused(_) => {}
+                        Opened::Refused(..) => {}
                     }
                     break;
                 }

@@ -18,10 +18,15 @@
 //! | 10 | Done   | C→S | BLAKE3 of the whole file: 32 bytes |
 //! | 11 | Stored | S→C | the name it was stored under (differs when renamed) |
 //! | 12 | Same   | S→C | empty: an identical file is already there |
-//! | 13 | Refused | S→C | UTF-8 text: this entry was not stored, and why |
+//! | 13 | Refused | S→C | UTF-8 text: this entry was not stored, and why; then 0:u8, reason:u8 ([`Reason`]) |
 //! | 14 | Error  | S→C | UTF-8 text: the session cannot go on, and why (the handshake refuses with it too) |
 //! | 15 | End    | C→S | empty: nothing more to send |
 //! | 16 | Bye    | S→C | empty: everything before End is answered |
+//!
+//! Refused's reason trails its text so that both sides tolerate the other
+//! version: a payload without the `0, reason` tail (no message holds a NUL)
+//! is [`Reason::Other`], an unknown reason byte reads as `Other`, and an
+//! older sender prints the tail as two escaped control characters.
 //!
 //! Paths are relative, `/`-separated bytes ([`check_path`] says which are
 //! allowed); mode is the Unix permission bits.
@@ -116,14 +121,49 @@ pub enum Frame {
     Stored(Vec<u8>),
     /// An identical file is already there.
     Same,
-    /// Not stored, and why.
-    Refused(String),
+    /// Not stored: the reason a sender may act on, and the words for people.
+    Refused(Reason, String),
     /// The session ends, and why.
     Error(String),
     /// Nothing more to send.
     End,
     /// Everything is answered.
     Bye,
+}
+
+/// Why an entry was not stored, as a stable code on the wire: senders
+/// branch on it, never on the words beside it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// Anything else (a path refused, a disk error): nothing to retry.
+    #[default]
+    Other = 0,
+    /// The BLAKE3 computed by the server did not match Done's: nothing was
+    /// stored; a resumed file may be sent again whole.
+    Mismatch = 1,
+    /// A different file of that name is there (no `--rename`, no
+    /// `--overwrite`).
+    Taken = 2,
+}
+
+impl Reason {
+    /// The reason of a code byte; unknown codes (a newer peer) are
+    /// [`Reason::Other`].
+    pub fn from_code(code: u8) -> Reason {
+        match code {
+            1 => Reason::Mismatch,
+            2 => Reason::Taken,
+            _ => Reason::Other,
+        }
+    }
+}
+
+impl Frame {
+    /// A refusal without a reason a sender could act on.
+    pub fn refused(why: impl Into<String>) -> Frame {
+        Frame::Refused(Reason::Other, why.into())
+    }
 }
 
 /// Bytes that are not a valid frame.
@@ -152,7 +192,7 @@ impl Frame {
             Frame::Done(_) => 10,
             Frame::Stored(_) => 11,
             Frame::Same => 12,
-            Frame::Refused(_) => 13,
+            Frame::Refused(..) => 13,
             Frame::Error(_) => ERROR_TYPE,
             Frame::End => 15,
             Frame::Bye => LAST_TYPE,
@@ -183,7 +223,11 @@ impl Frame {
             }
             Frame::Send(offset) => out.put_u64(*offset),
             Frame::Stored(name) => out.put_slice(name),
-            Frame::Refused(t) | Frame::Error(t) => out.put_slice(t.as_bytes()),
+            Frame::Refused(reason, t) => {
+                out.put_slice(t.as_bytes());
+                out.put_slice(&[0, *reason as u8]);
+            }
+            Frame::Error(t) => out.put_slice(t.as_bytes()),
         }
         crate::frames::end_frame(out, start);
     }
@@ -235,7 +279,14 @@ fn parse(kind: u8, mut p: Bytes) -> Result<Frame, WireError> {
         10 => Frame::Done(hash(&p, "done")?),
         11 => Frame::Stored(p.to_vec()),
         12 => empty(&p, Frame::Same, "same")?,
-        13 => Frame::Refused(text(p, "refused")?),
+        13 => match p.len().checked_sub(2) {
+            Some(at) if p[at] == 0 => {
+                let reason = Reason::from_code(p[at + 1]);
+                Frame::Refused(reason, text(p.slice(..at), "refused")?)
+            }
+            // An older server: the words only.
+            _ => Frame::refused(text(p, "refused")?),
+        },
         14 => Frame::Error(text(p, "error")?),
         15 => empty(&p, Frame::End, "end")?,
         16 => empty(&p, Frame::Bye, "bye")?,
@@ -350,7 +401,9 @@ mod tests {
             Frame::Done([4; 32]),
             Frame::Stored(b"c (1).txt".to_vec()),
             Frame::Same,
-            Frame::Refused("exists".into()),
+            Frame::Refused(Reason::Taken, "exists".into()),
+            Frame::Refused(Reason::Mismatch, String::new()),
+            Frame::refused("disk"),
             Frame::Error("disk full".into()),
             Frame::End,
             Frame::Bye,
@@ -361,6 +414,21 @@ mod tests {
             assert_eq!(decode(&mut buf).unwrap().as_ref(), Some(f));
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn refusals_carry_their_reason_in_two_trailing_bytes() {
+        let mut buf = BytesMut::new();
+        Frame::Refused(Reason::Mismatch, "x".into()).encode(&mut buf);
+        assert_eq!(&buf[..], &[13, 0, 0, 0, 3, b'x', 0, 1]);
+        // An older server's refusal: words only.
+        let mut old = BytesMut::from(&[13u8, 0, 0, 0, 2, b'n', b'o'][..]);
+        assert_eq!(decode(&mut old), Ok(Some(Frame::refused("no"))));
+        let mut empty = BytesMut::from(&[13u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode(&mut empty), Ok(Some(Frame::refused(""))));
+        // A newer server's reason this sender does not know.
+        let mut newer = BytesMut::from(&[13u8, 0, 0, 0, 3, b'x', 0, 99][..]);
+        assert_eq!(decode(&mut newer), Ok(Some(Frame::refused("x"))));
     }
 
     #[test]
@@ -429,7 +497,8 @@ mod tests {
             any::<[u8; 32]>().prop_map(Frame::Done),
             bytes().prop_map(Frame::Stored),
             Just(Frame::Same),
-            ".{0,40}".prop_map(Frame::Refused),
+            (prop_oneof![Just(Reason::Other), Just(Reason::Mismatch), Just(Reason::Taken)], ".{0,40}")
+                .prop_map(|(r, t)| Frame::Refused(r, t)),
             ".{0,40}".prop_map(Frame::Error),
             Just(Frame::End),
             Just(Frame::Bye),

@@ -152,11 +152,14 @@ impl Incoming {
         if *self.hasher.finalize().as_bytes() != hash {
             let _ = sysfs::remove_at(partial, self.part.as_bytes());
             warn!(file = %show(path), resumed_from = self.resumed_from, "BLAKE3 mismatch; partial data dropped");
-            return Finished::Answer(Frame::Refused(format!(
-                "{}: BLAKE3 mismatch{}: nothing was stored; send it again",
-                show(path),
-                if self.resumed_from > 0 { " (the partial data on the server did not match)" } else { "" }
-            )));
+            return Finished::Answer(Frame::Refused(
+                super::wire::Reason::Mismatch,
+                format!(
+                    "{}: BLAKE3 mismatch{}: nothing was stored; send it again",
+                    show(path),
+                    if self.resumed_from > 0 { " (the partial data on the server did not match)" } else { "" }
+                ),
+            ));
         }
         let t = &self.target;
         let stored = store(&mut || {
@@ -183,7 +186,7 @@ impl Incoming {
                 if hash_at(&t.parent, &t.name).is_ok_and(|h| h == hash) {
                     return Finished::Answer(Frame::Same);
                 }
-                Finished::Answer(Frame::Refused(format!(
+                Finished::Answer(Frame::refused(format!(
                     "{}: appeared on the server meanwhile; send again",
                     show(&t.shown)
                 )))

@@ -285,8 +285,8 @@ fn commit(batch: Vec<Staged>, partial: &OwnedFd, replies: &mpsc::Sender<Vec<Fram
                     io::ErrorKind::AlreadyExists if hash_at(&t.parent, &t.name).is_ok_and(|h| h == s.hash) => {
                         Frame::Same
                     }
-                    io::ErrorKind::AlreadyExists => Frame::Refused(differs(&t.shown)),
-                    _ => Frame::Refused(format!("{}: {e}", show(&t.shown))),
+                    io::ErrorKind::AlreadyExists => Frame::Refused(super::wire::Reason::Taken, differs(&t.shown)),
+                    _ => Frame::refused(format!("{}: {e}", show(&t.shown))),
                 });
             }
         }
@@ -325,7 +325,7 @@ fn discard(partial: &OwnedFd, tmp: &Tmp) {
 fn text_len(f: &Frame) -> usize {
     match f {
         Frame::Stored(t) => t.len(),
-        Frame::Refused(t) | Frame::Error(t) => t.len(),
+        Frame::Refused(_, t) | Frame::Error(t) => t.len(),
         _ => 0,
     }
 }

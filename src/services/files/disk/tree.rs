@@ -6,9 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::{
-    Dirs, FLAG_RENAME, Hash, Head, Meta, Policy, Refusal, SMALL, differs, hash_at, refusal, set_meta, show, wire,
-};
+use super::{Dirs, FLAG_RENAME, Hash, Head, Meta, Policy, Refusal, SMALL, hash_at, refusal, set_meta, show, wire};
 use crate::sys::fs::{self as sysfs, Kind};
 use crate::units::format_size;
 
@@ -77,7 +75,7 @@ impl Tree {
     pub(super) fn target(&mut self, head: &Head, proceed: bool) -> Result<Where, Refusal> {
         let parts = wire::check_path(&head.path).map_err(|e| refusal(&head.path, e))?;
         if head.size > self.max_size {
-            return Err(Refusal(format!(
+            return Err(Refusal::other(format!(
                 "{}: {} is over the server's --max-size {}",
                 show(&head.path),
                 crate::units::human_size(head.size),
@@ -98,9 +96,9 @@ impl Tree {
         };
         match kind {
             Kind::File | Kind::Symlink => {}
-            Kind::Dir => return Err(Refusal(format!("{}: is a directory on the server", show(&head.path)))),
+            Kind::Dir => return Err(Refusal::other(format!("{}: is a directory on the server", show(&head.path)))),
             Kind::Special => {
-                return Err(Refusal(format!(
+                return Err(Refusal::other(format!(
                     "{}: is a device, FIFO or socket on the server; refusing to touch it",
                     show(&head.path)
                 )));
@@ -119,12 +117,12 @@ impl Tree {
                     return Ok(Where::To(Target { parent, name: candidate, shown, replace: false }));
                 }
             }
-            return Err(Refusal(format!("{}: no free name left", show(&head.path))));
+            return Err(Refusal::other(format!("{}: no free name left", show(&head.path))));
         }
         if self.policy == Policy::Overwrite {
             return Ok(Where::To(Target { parent, name, shown: head.path.clone(), replace: true }));
         }
-        Err(Refusal(differs(&head.path)))
+        Err(Refusal::taken(&head.path))
     }
 
     /// The directory a file goes in, created when missing; the last one
@@ -167,7 +165,7 @@ fn walk(root: &OwnedFd, mut create: Option<&mut Dirs<Meta>>, path: &[u8], parts:
         let next = match (sysfs::open_dir_at(&cur, part), create.as_deref_mut()) {
             (Err(e), Some(dirs)) if e.kind() == std::io::ErrorKind::NotFound => {
                 if dirs.room_for(&parts[..=i]).is_err() {
-                    return Err(Refusal(format!(
+                    return Err(Refusal::other(format!(
                         "{}: this session made {} directories, the server's limit (--max-dirs); \
                          send again to store the rest",
                         show(path),
@@ -184,7 +182,7 @@ fn walk(root: &OwnedFd, mut create: Option<&mut Dirs<Meta>>, path: &[u8], parts:
             (other, _) => other,
         };
         cur = next.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotADirectory => Refusal(format!(
+            std::io::ErrorKind::NotADirectory => Refusal::other(format!(
                 "{}: '{}' on the server is a symlink or not a directory; refusing to follow it",
                 show(path),
                 String::from_utf8_lossy(part)
