@@ -7,15 +7,15 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{bench::BenchArgs, connect::ConnectArgs, listen::ListenArgs, relay::RelayArgs, serve::ServeArgs};
-use crate::error::Error;
-use crate::logging::LogFormat;
+use sockit::error::Error;
+use sockit::logging::LogFormat;
 
 /// The variable a token is read from when no `--token-file` is given.
 pub const TOKEN_VAR: &str = "SOCKIT_TOKEN";
 
 /// Reads the token of exec and files: from `file` (`--token-file`), else
 /// from the [`TOKEN_VAR`] variable, checked by
-/// [`auth::token_from`](crate::auth::token_from); `None` when neither is
+/// [`auth::token_from`](sockit::auth::token_from); `None` when neither is
 /// given.
 pub fn read_token(file: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
     let text = match (file, std::env::var_os(TOKEN_VAR)) {
@@ -25,7 +25,7 @@ pub fn read_token(file: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
         (None, Some(v)) => std::os::unix::ffi::OsStringExt::into_vec(v),
         (None, None) => return Ok(None),
     };
-    crate::auth::token_from(text).map(Some)
+    sockit::auth::token_from(text).map(Some)
 }
 
 const EXAMPLES: &str = "\
@@ -66,7 +66,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// `-v` count minus quiet, for [`crate::logging::init`]. The relay logs
+    /// `-v` count minus quiet, for [`sockit::logging::init`]. The relay logs
     /// each closed connection by default.
     pub fn verbosity(&self) -> i8 {
         let base = i8::from(matches!(self.command, Command::Relay(_)));

@@ -203,25 +203,18 @@ pub struct Conn {
     meter: Arc<Meter>,
     peer: Peer,
     shutdown: CancellationToken,
-    max_line: usize,
     descriptors: Descriptors,
 }
 
 impl Conn {
     /// Wraps a stream. Servers do this; tests and custom servers may too.
-    pub fn new(stream: Stream, peer: Peer, shutdown: CancellationToken, max_line: usize) -> Self {
-        Conn::with_meter(stream, Arc::new(Meter::new()), peer, shutdown, max_line)
+    pub fn new(stream: Stream, peer: Peer, shutdown: CancellationToken) -> Self {
+        Conn::with_meter(stream, Arc::new(Meter::new()), peer, shutdown)
     }
 
     /// Wraps a stream, counting on a meter made beforehand.
-    pub fn with_meter(
-        stream: Stream,
-        meter: Arc<Meter>,
-        peer: Peer,
-        shutdown: CancellationToken,
-        max_line: usize,
-    ) -> Self {
-        Conn { stream, meter, peer, shutdown, max_line, descriptors: Descriptors::unlimited() }
+    pub fn with_meter(stream: Stream, meter: Arc<Meter>, peer: Peer, shutdown: CancellationToken) -> Self {
+        Conn { stream, meter, peer, shutdown, descriptors: Descriptors::unlimited() }
     }
 
     /// Draws on `budget` for [`Conn::descriptors`]; servers do this.
@@ -252,11 +245,6 @@ impl Conn {
     /// anyway once the grace period is over.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
-    }
-
-    /// The longest line a line service should accept (`--max-line`).
-    pub fn max_line(&self) -> usize {
-        self.max_line
     }
 
     /// The meter the server reads for logs and idle detection.

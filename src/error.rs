@@ -86,38 +86,6 @@ impl From<ExitCode> for i32 {
     }
 }
 
-/// The numbers of [`ExitCode`] as plain constants, for callers that still
-/// deal in `i32`; each is defined by its variant, so the two cannot differ.
-pub mod exit {
-    use super::ExitCode;
-    /// [`ExitCode::Ok`].
-    pub const OK: i32 = ExitCode::Ok.code();
-    /// [`ExitCode::Failure`].
-    pub const FAILURE: i32 = ExitCode::Failure.code();
-    /// [`ExitCode::Usage`].
-    pub const USAGE: i32 = ExitCode::Usage.code();
-    /// [`ExitCode::Connect`].
-    pub const CONNECT: i32 = ExitCode::Connect.code();
-    /// [`ExitCode::Bind`].
-    pub const BIND: i32 = ExitCode::Bind.code();
-    /// [`ExitCode::Tls`].
-    pub const TLS: i32 = ExitCode::Tls.code();
-    /// [`ExitCode::Auth`].
-    pub const AUTH: i32 = ExitCode::Auth.code();
-    /// [`ExitCode::Dns`].
-    pub const DNS: i32 = ExitCode::Dns.code();
-    /// [`ExitCode::Timeout`].
-    pub const TIMEOUT: i32 = ExitCode::Timeout.code();
-    /// [`ExitCode::Http`].
-    pub const HTTP: i32 = ExitCode::Http.code();
-    /// [`ExitCode::Redirects`].
-    pub const REDIRECTS: i32 = ExitCode::Redirects.code();
-    /// [`ExitCode::Transfer`].
-    pub const TRANSFER: i32 = ExitCode::Transfer.code();
-    /// [`ExitCode::Interrupted`].
-    pub const INTERRUPTED: i32 = ExitCode::Interrupted.code();
-}
-
 /// A sockit error. The operating system's error is part of the message
 /// (not a separate cause), followed by what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -191,14 +159,9 @@ impl Error {
             Error::Bind { .. } => ExitCode::Bind,
             Error::Tls { .. } => ExitCode::Tls,
             Error::Auth(_) => ExitCode::Auth,
-            Error::Login(e) => ExitCode::from_code(e.exit_code()).unwrap_or(ExitCode::Failure),
+            Error::Login(e) => e.exit(),
             Error::Exit(code, _) => *code,
         }
-    }
-
-    /// The process exit code this error maps to, as a number.
-    pub fn exit_code(&self) -> i32 {
-        self.exit().code()
     }
 }
 

@@ -66,19 +66,19 @@
 //!   make (splice, `O_TMPFILE`, `syncfs`, pidfds, `/proc`, limits), as small
 //!   safe functions: the one place to port, and the only `unsafe` code.
 //!
-//! The binary's own modules need the `cli` feature (on by default):
-//!
-//! - `cli`: the command-line definition (clap), and reading the token
-//!   from `--token-file` or `SOCKIT_TOKEN`.
-//! - `commands`: one module per subcommand of the binary.
+//! The `sockit` binary (`src/main.rs`, with `src/cli.rs` and
+//! `src/commands/`) is a thin command line over this library: argument
+//! parsing, reading the token from `--token-file` or `SOCKIT_TOKEN`,
+//! progress bars, JSON summaries and turning errors into the process exit
+//! code live there, not here.
 //!
 //! # Features
 //!
-//! - `cli` (default): the two modules above, the `sockit` binary, and what
-//!   only they use — clap with its completions and man page, progress
-//!   bars, the HTTP client of `get`, the histograms of `bench`, anyhow —
-//!   and `redis`. With it, [`forward::Copy`], [`logging::LogFormat`] and
-//!   [`services::files::Policy`] are also `clap::ValueEnum`s.
+//! - `cli` (default): what the binary needs — clap with its completions and
+//!   man page, progress bars, the HTTP client of `get`, the histograms of
+//!   `bench`, anyhow — and `redis`. With it, [`forward::Copy`],
+//!   [`logging::LogFormat`] and [`services::files::Policy`] are also
+//!   `clap::ValueEnum`s.
 //! - `redis`: chat scale-out over Redis, `services::chat::Chat::with_redis`
 //!   and `services::chat::cluster`.
 //!
@@ -99,10 +99,6 @@
 
 pub mod acl;
 pub mod auth;
-#[cfg(feature = "cli")]
-pub mod cli;
-#[cfg(feature = "cli")]
-pub mod commands;
 pub mod conn;
 pub mod endpoint;
 pub mod error;

@@ -22,6 +22,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::conn::Conn;
 
+/// The longest line [`Lines::new`] accepts unless told otherwise
+/// ([`Lines::with_max`]): 64 KiB.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
 /// How much to read per system call.
 pub const READ_CHUNK: usize = 8 * 1024;
 
@@ -153,13 +157,12 @@ pub struct Lines {
 }
 
 impl Lines {
-    /// Frames `conn` with its `--max-line` limit.
+    /// Frames `conn`, taking lines up to [`DEFAULT_MAX_LINE`] bytes.
     pub fn new(conn: Conn) -> Self {
-        let max = conn.max_line();
-        Lines { conn, frames: LineBuf::new(max), eof: false, skip_long: false }
+        Lines { conn, frames: LineBuf::new(DEFAULT_MAX_LINE), eof: false, skip_long: false }
     }
 
-    /// Uses `max` as the longest line instead of the server's `--max-line`.
+    /// Uses `max` as the longest line (a service's `--max-line`).
     pub fn with_max(mut self, max: usize) -> Self {
         self.frames.max = max;
         self

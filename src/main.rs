@@ -1,7 +1,10 @@
 //! The `sockit` binary: parse, run the command, map errors to exit codes.
 
+mod cli;
+mod commands;
+
 use clap::Parser;
-use sockit::cli::Cli;
+use cli::Cli;
 use sockit::error::ExitCode;
 
 fn main() {
@@ -14,7 +17,7 @@ fn main() {
             std::process::exit(ExitCode::Failure.code());
         }
     };
-    let code = match runtime.block_on(sockit::commands::run(cli)) {
+    let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => report(&e),
     };

@@ -60,8 +60,6 @@ pub struct Limits {
     /// for never (`--idle-timeout`). A datagram session has no close of its
     /// own, so it expires after [`DEFAULT_IDLE_TIMEOUT`] even with `None`.
     pub idle_timeout: Option<Duration>,
-    /// The longest line a line service accepts (`--max-line`).
-    pub max_line: usize,
     /// How long live connections may finish after shutdown begins (`--grace`).
     pub grace: Duration,
     /// Which peer addresses may connect (`--allow`, `--deny`).
@@ -72,8 +70,6 @@ pub struct Limits {
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 /// Default for [`Limits::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default for [`Limits::max_line`]: 64 KiB.
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 /// Default for [`Limits::grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// Descriptors kept back from connections: listeners, logs, the Redis
@@ -91,7 +87,6 @@ impl Default for Limits {
         Limits {
             max_conns: DEFAULT_MAX_CONNS,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            max_line: DEFAULT_MAX_LINE,
             grace: DEFAULT_GRACE,
             acl: Acl::default(),
         }
@@ -189,15 +184,7 @@ impl Server {
         let cost = service.descriptors() + if listener.tls().is_some() { TLS_DESCRIPTORS } else { 0 };
         self.warn_fit(name, cost, "connections", "connection");
         self.spawn_refusal_log();
-        let gate = Gate::with_limits(
-            listener,
-            name,
-            self.limits.acl.clone(),
-            Some(self.permits.clone()),
-            self.descriptors.clone(),
-            cost,
-            self.refusals.clone(),
-        );
+        let gate = Gate::for_server(listener, name, self, cost);
         let acceptor = Acceptor {
             gate,
             service,
@@ -282,13 +269,11 @@ impl Server {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let force_close = self.force_close.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = force_close.cancelled() => {}
-            }
-        });
+        self.background().spawn(task);
+    }
+
+    fn background(&self) -> Background {
+        Background { tracker: self.tracker.clone(), force_close: self.force_close.clone() }
     }
 
     /// Warns at start when the open-file limit, not `--max-conns`, bounds
@@ -348,6 +333,29 @@ impl Server {
     }
 }
 
+/// Runs tasks under a server's shutdown: waited for within the grace
+/// period, dropped when it is over.
+#[derive(Clone, Debug)]
+pub(crate) struct Background {
+    tracker: TaskTracker,
+    force_close: CancellationToken,
+}
+
+impl Background {
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let force_close = self.force_close.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = force_close.cancelled() => {}
+            }
+        });
+    }
+}
+
 struct Acceptor<S> {
     gate: Gate,
     service: Arc<S>,
@@ -374,17 +382,15 @@ impl<S: Service> Acceptor<S> {
             // only its own future; the supervisor wakes only to end it.
             let serve = match incoming.into_plain() {
                 Ok(stream) => {
-                    let conn =
-                        Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone(), self.limits.max_line)
-                            .with_descriptors(descriptors);
+                    let conn = Conn::with_meter(stream, meter.clone(), peer, self.shutdown.clone())
+                        .with_descriptors(descriptors);
                     self.tracker.spawn(async move { service.serve(conn).await }.instrument(span.clone()))
                 }
                 Err(incoming) => {
-                    let (shutdown, max_line, meter) = (self.shutdown.clone(), self.limits.max_line, meter.clone());
+                    let (shutdown, meter) = (self.shutdown.clone(), meter.clone());
                     let serve = async move {
                         let stream = incoming.open().await?;
-                        let conn =
-                            Conn::with_meter(stream, meter, peer, shutdown, max_line).with_descriptors(descriptors);
+                        let conn = Conn::with_meter(stream, meter, peer, shutdown).with_descriptors(descriptors);
                         service.serve(conn).await
                     };
                     self.tracker.spawn(serve.instrument(span.clone()))
@@ -531,7 +537,7 @@ mod tests {
     async fn per_connection_future_stays_small() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let conn = Conn::new(Stream::Tcp(c), Peer::Unix, CancellationToken::new(), 10);
+        let conn = Conn::new(Stream::Tcp(c), Peer::Unix, CancellationToken::new());
         let (meter, svc) = (conn.meter(), Arc::new(crate::services::Echo));
         let serve = async move { svc.serve(conn).await };
         assert!(std::mem::size_of_val(&serve) <= 640, "echo's future is {} bytes", std::mem::size_of_val(&serve));

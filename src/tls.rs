@@ -14,11 +14,13 @@
 //! with `--tls-fingerprint`. Clients verify against the system roots,
 //! `--tls-ca FILE`, a pinned fingerprint, or nothing with `--insecure`.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -203,19 +205,20 @@ impl ServerTls {
         self.client_auth
     }
 
-    /// Runs the server side of the handshake on a stream a TLS listener
-    /// accepted (within [`HANDSHAKE_TIMEOUT`]) and returns the plaintext
-    /// stream.
-    pub async fn accept_stream(&self, stream: Stream) -> io::Result<Stream> {
-        match stream {
-            Stream::Tcp(tcp) => self.accept(tcp).await,
-            other => Ok(other),
-        }
+    /// Runs the server side of the handshake (within [`HANDSHAKE_TIMEOUT`])
+    /// and returns the plaintext stream, its [`Pump`] already running as a
+    /// task of its own.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+        let (stream, pump) = self.handshake(tcp).await?;
+        tokio::spawn(pump);
+        Ok(stream)
     }
 
     /// Runs the server side of the handshake (within [`HANDSHAKE_TIMEOUT`])
-    /// and returns the plaintext stream.
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+    /// and returns the plaintext stream and the [`Pump`] that carries it,
+    /// for the caller to run where it tracks its tasks (a server runs it
+    /// under its shutdown).
+    pub async fn handshake(&self, tcp: TcpStream) -> io::Result<(Stream, Pump)> {
         let peer = tcp.peer_addr().ok();
         let tls =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(self.config.clone()).accept(tcp))
@@ -311,7 +314,9 @@ impl ClientTls {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         .map_err(handshake_err)?;
-        bridge(tls, peer, false)
+        let (stream, pump) = bridge(tls, peer, false)?;
+        tokio::spawn(pump);
+        Ok(stream)
     }
 }
 
@@ -408,14 +413,33 @@ impl TlsLink {
     }
 }
 
-fn bridge<S>(tls: S, peer: Option<SocketAddr>, client_verified: bool) -> io::Result<Stream>
+/// The task behind a TLS [`Stream`]: it moves bytes between the TLS
+/// session and the stream's socket, and ends once both directions are
+/// done, or at most 10 s after the stream is dropped. Nothing flows until it runs.
+pub struct Pump(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for Pump {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Pump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pump")
+    }
+}
+
+fn bridge<S>(tls: S, peer: Option<SocketAddr>, client_verified: bool) -> io::Result<(Stream, Pump)>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (ours, theirs) = UnixStream::pair()?;
     let owner = CancellationToken::new();
-    tokio::spawn(pump(tls, ours, owner.clone()));
-    Ok(Stream::Tls(theirs, TlsLink { _owner: owner.drop_guard(), peer, client_verified }))
+    let pump = Pump(Box::pin(pump(tls, ours, owner.clone())));
+    Ok((Stream::Tls(theirs, TlsLink { _owner: owner.drop_guard(), peer, client_verified }), pump))
 }
 
 /// Moves bytes between the TLS session and our end of the pair until both

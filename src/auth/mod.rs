@@ -30,7 +30,7 @@ use tracing::{info, warn};
 pub use self::throttle::{DEFAULT_PENDING_PER_ADDRESS, Pending, Throttle};
 pub use self::wire::{FLAG_TOKEN, Frame, Protocol};
 use crate::endpoint::Endpoint;
-use crate::error::{Error, exit};
+use crate::error::{Error, ExitCode};
 use crate::{Conn, Peer};
 
 /// How long a client has to authenticate.
@@ -292,12 +292,12 @@ pub enum LoginError {
 }
 
 impl LoginError {
-    /// The process exit code this error maps to (see [`exit`]).
-    pub fn exit_code(&self) -> i32 {
+    /// The process exit code this error maps to.
+    pub fn exit(&self) -> ExitCode {
         match self {
-            LoginError::Refused { .. } => exit::AUTH,
-            LoginError::NoToken => exit::USAGE,
-            _ => exit::FAILURE,
+            LoginError::Refused { .. } => ExitCode::Auth,
+            LoginError::NoToken => ExitCode::Usage,
+            _ => ExitCode::Failure,
         }
     }
 }
@@ -368,7 +368,7 @@ mod tests {
     /// A server's connection and the client's end of it.
     fn pair() -> (Conn, UnixStream) {
         let (server, client) = UnixStream::pair().unwrap();
-        let conn = Conn::new(crate::Stream::Unix(server), Peer::Unix, Default::default(), 1024);
+        let conn = Conn::new(crate::Stream::Unix(server), Peer::Unix, Default::default());
         (conn, client)
     }
 
@@ -457,8 +457,8 @@ mod tests {
         let (refused, err) = bounded(async { tokio::join!(server, client) }).await;
         assert!(refused.is_err());
         let err = err.unwrap_err();
-        assert_eq!(err.exit_code(), exit::AUTH);
-        assert_eq!(crate::Error::from(err).exit_code(), exit::AUTH, "through the library's error");
+        assert_eq!(err.exit(), ExitCode::Auth);
+        assert_eq!(crate::Error::from(err).exit(), ExitCode::Auth, "through the library's error");
     }
 
     /// No token, no TLS client certificate, not open: refused before Hello.

@@ -7,9 +7,9 @@ use anyhow::Context;
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
 use super::tls_args::TlsClientArgs;
-use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::units::parse_duration;
+use sockit::endpoint::Endpoint;
+use sockit::error::{Error, ExitCode};
+use sockit::units::parse_duration;
 
 /// How long a UDP client waits for replies after stdin EOF, unless `-q` says.
 const UDP_LINGER: Duration = Duration::from_secs(1);
@@ -46,16 +46,14 @@ pub struct ConnectArgs {
     pub wait: Option<Duration>,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub pipe: PipeOpts,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsClientArgs,
 }
 
 /// Runs `sockit connect`.
-pub async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
+pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let mut stdin = if args.pipe.recv_only { StdinPump::idle() } else { StdinPump::start(args.endpoint.is_datagram()) };
     if args.endpoint.is_datagram() {
         return udp(&args, &mut stdin).await;
@@ -63,10 +61,10 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<i32> {
     let tls = args.tls.client(&args.endpoint)?;
     let stream = args.endpoint.connect_with(args.wait, tls.as_ref()).await?;
     pipe(stream, &args.pipe, &mut stdin).await.with_context(|| format!("connection to {}", args.endpoint))?;
-    Ok(0)
+    Ok(ExitCode::Ok)
 }
 
-async fn udp(args: &ConnectArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
+async fn udp(args: &ConnectArgs, stdin: &mut StdinPump) -> anyhow::Result<ExitCode> {
     let socket = args.endpoint.connect_datagram().await?;
     let refused = |cause| Error::Connect { endpoint: args.endpoint.clone(), cause };
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -81,17 +79,17 @@ async fn udp(args: &ConnectArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
         tokio::select! {
             line = stdin.recv(), if linger.is_none() => match line {
                 Some(line) => { socket.send(&line).await.map_err(refused)?; }
-                None if args.pipe.send_only => return Ok(0),
+                None if args.pipe.send_only => return Ok(ExitCode::Ok),
                 None => linger = Some(tokio::time::Instant::now() + args.pipe.quit_after.unwrap_or(UDP_LINGER)),
             },
             r = socket.recv(&mut buf), if !args.pipe.send_only => {
                 let n = r.map_err(refused)?;
                 match print_datagram(&buf[..n]).await {
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::Ok),
                     r => r?,
                 }
             }
-            _ = until_done => return Ok(0),
+            _ = until_done => return Ok(ExitCode::Ok),
         }
     }
 }

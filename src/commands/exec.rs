@@ -1,5 +1,5 @@
 //! `sockit exec ENDPOINT -- CMD ARGS…`: arguments, the prompt and the
-//! exit status around the exec client ([`crate::services::exec::client`]).
+//! exit status around the exec client ([`sockit::services::exec::client`]).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use super::pipe::StdinPump;
 use super::tls_args::TlsClientArgs;
-use crate::auth;
-use crate::conn::Stream;
-use crate::endpoint::Endpoint;
-use crate::error::ExitCode;
-use crate::frames::FrameStream;
-use crate::services::exec::HANDSHAKE;
-use crate::services::exec::client::{self, ClientError};
-use crate::services::exec::wire::{Exit, FLAG_SHELL, Frame};
-use crate::units::parse_duration;
+use sockit::auth;
+use sockit::conn::Stream;
+use sockit::endpoint::Endpoint;
+use sockit::error::ExitCode;
+use sockit::frames::FrameStream;
+use sockit::services::exec::HANDSHAKE;
+use sockit::services::exec::client::{self, ClientError};
+use sockit::services::exec::wire::{Exit, FLAG_SHELL, Frame};
+use sockit::units::parse_duration;
 
 /// Arguments of `sockit exec`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,6 @@ pub struct ExecArgs {
     pub wait: Duration,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsClientArgs,
 
     /// The command and its arguments, sent as argv: no shell on either side.
@@ -93,7 +92,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     // Into the library's error, whose exit code main finds (6 for a refusal).
     let admitted = auth::login(&mut stream, &HANDSHAKE, &args.endpoint, token.as_deref(), args.wait)
         .await
-        .map_err(crate::Error::from)?;
+        .map_err(sockit::Error::from)?;
     let flags = admitted.flags;
     let mut c = Client::new(FrameStream::from_parts(stream, admitted.rest));
     if let Some(line) = args.shell {

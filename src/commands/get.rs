@@ -14,9 +14,9 @@ use reqwest::{Response, StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
 use super::tls_args::TlsVerifyArgs;
-use crate::error::{Error, ExitCode};
-use crate::tls::ClientTls;
-use crate::units::{number_in, parse_duration};
+use sockit::error::{Error, ExitCode};
+use sockit::tls::ClientTls;
+use sockit::units::{number_in, parse_duration};
 
 /// What `--max-redirects` may be (curl's default is 50).
 const MAX_REDIRECTS_RANGE: std::ops::RangeInclusive<u64> = 0..=100;
@@ -130,13 +130,8 @@ pub struct GetArgs {
     pub head_timeout: Duration,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsVerifyArgs,
 }
-
-/// Default for `--head-timeout`: a server that has not sent its whole head
-/// by then is not going to, or is too slow to wait for unasked.
-pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn fail(code: ExitCode, msg: impl Into<String>) -> anyhow::Error {
     Error::Exit(code, msg.into()).into()
@@ -257,13 +252,13 @@ fn head_text(resp: &Response, eol: &str) -> String {
     let mut out = format!("{:?} {}{eol}", resp.version(), resp.status());
     for (name, value) in resp.headers() {
         // Header values may carry any byte past 0x7f: shown cleaned.
-        out += &format!("{name}: {}{eol}", crate::text::clean_bytes(value.as_bytes()));
+        out += &format!("{name}: {}{eol}", sockit::text::clean_bytes(value.as_bytes()));
     }
     out
 }
 
 /// Runs `sockit get`.
-pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
+pub async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let url = parse_url(&args.url)?;
     let output = match (&args.output, args.remote_name) {
         (Some(p), _) => Some(p.clone()),
@@ -336,7 +331,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         return Err(fail(ExitCode::Http, format!("HTTP {status} from {}", resp.url())));
     }
     if args.head {
-        return Ok(0);
+        return Ok(ExitCode::Ok);
     }
     match (output, partial) {
         (Some(path), Some(partial)) => to_file(resp, &args, &path, &partial, resume).await,
@@ -383,7 +378,7 @@ fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
         "it is a symbolic link".to_string()
     } else if !meta.file_type().is_file() {
         "it is not a regular file".to_string()
-    } else if meta.uid() != crate::sys::effective_uid() {
+    } else if meta.uid() != sockit::sys::effective_uid() {
         format!("it belongs to another user (uid {})", meta.uid())
     } else if meta.nlink() > 1 {
         format!("it has {} other links (hard links) to it", meta.nlink() - 1)
@@ -405,7 +400,7 @@ fn check_ours(meta: &std::fs::Metadata, path: &Path) -> anyhow::Result<()> {
 /// ours: opened without O_TRUNC, checked, then truncated. Returns its
 /// length.
 fn open_partial(partial: &Path, append: bool) -> anyhow::Result<(std::fs::File, u64)> {
-    let file = crate::sys::fs::no_follow_no_block(std::fs::OpenOptions::new().write(true).append(append).create(true))
+    let file = sockit::sys::fs::no_follow_no_block(std::fs::OpenOptions::new().write(true).append(append).create(true))
         .open(partial)
         .map_err(|e| {
             // Say why when something was planted there.
@@ -434,7 +429,7 @@ fn announced(resp: &Response) -> Option<u64> {
     if encoded { None } else { resp.content_length() }
 }
 
-async fn to_stdout(mut resp: Response, url: &Url) -> anyhow::Result<i32> {
+async fn to_stdout(mut resp: Response, url: &Url) -> anyhow::Result<ExitCode> {
     let expected = announced(&resp);
     let mut out = tokio::io::stdout();
     let mut got = 0u64;
@@ -449,13 +444,13 @@ async fn to_stdout(mut resp: Response, url: &Url) -> anyhow::Result<i32> {
         };
         got += piece.len() as u64;
         match out.write_all(&piece).await {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::Ok),
             r => r?,
         }
     }
     out.flush().await.or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
     check_length(got, expected, url)?;
-    Ok(0)
+    Ok(ExitCode::Ok)
 }
 
 /// A body error: "cut short" when the length was known.
@@ -491,7 +486,7 @@ async fn to_file(
     path: &Path,
     partial: &Path,
     resume: Option<Resume>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<ExitCode> {
     let url = resp.url().clone();
     let status = resp.status();
     let ioerr =
@@ -530,7 +525,7 @@ async fn to_file(
                 if !args.silent {
                     eprintln!("sockit: {} was already complete ({})", path.display(), HumanBytes(have));
                 }
-                return Ok(0);
+                return Ok(ExitCode::Ok);
             }
             s if s.is_success() => eprintln!(
                 "sockit: the server ignored the range request (it answered {s}): downloading {} whole again",
@@ -584,7 +579,7 @@ async fn to_file(
                 bar.abandon();
                 let _ = file.flush();
                 eprintln!("sockit: interrupted; {}", kept(got));
-                return Ok(ExitCode::Interrupted.code());
+                return Ok(ExitCode::Interrupted);
             }
         };
         match piece {
@@ -622,7 +617,7 @@ async fn to_file(
             HumanBytes(((got - start) as f64 / secs.max(1e-9)) as u64)
         );
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }
 
 fn content_range(h: &HeaderMap) -> Option<&str> {
@@ -654,7 +649,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_that_does_not_resolve_is_exit_7_by_type() {
-        let tls = ClientTls::http(&crate::tls::Verify::Insecure).unwrap();
+        let tls = ClientTls::http(&sockit::tls::Verify::Insecure).unwrap();
         let client = reqwest::Client::builder().use_preconfigured_tls(tls).dns_resolver(KnowsNone).build().unwrap();
         let url = Url::parse("http://nowhere.test/").unwrap();
         let err = classify(client.get(url.clone()).send().await.unwrap_err(), &url);
@@ -682,7 +677,7 @@ mod tests {
             let crate::cli::Command::Get(args) = cli.command else { unreachable!() };
             args.head_timeout
         };
-        assert_eq!(parse(&[]), DEFAULT_HEAD_TIMEOUT);
+        assert_eq!(parse(&[]), Duration::from_secs(60));
         assert_eq!(parse(&["--head-timeout", "0"]), Duration::ZERO);
         assert_eq!(parse(&["--head-timeout", "5s"]), Duration::from_secs(5));
     }

@@ -7,9 +7,10 @@ use tracing::{debug, info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
 use super::tls_args::{AclArgs, TlsServerArgs};
-use crate::endpoint::Endpoint;
-use crate::logging;
-use crate::server::{Admitted, Gate};
+use sockit::endpoint::Endpoint;
+use sockit::error::ExitCode;
+use sockit::logging;
+use sockit::server::{Admitted, Gate};
 
 /// Arguments of `sockit listen`.
 #[derive(Debug, clap::Args)]
@@ -35,20 +36,17 @@ pub struct ListenArgs {
     pub keep_open: bool,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub pipe: PipeOpts,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsServerArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub acl: AclArgs,
 }
 
 /// Runs `sockit listen`.
-pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
+pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let mut stdin = if args.pipe.recv_only { StdinPump::idle() } else { StdinPump::start(args.endpoint.is_datagram()) };
     if args.endpoint.is_datagram() {
         return udp(&args, &mut stdin).await;
@@ -63,7 +61,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
     loop {
         let Admitted { incoming, peer, slot: _slot } = tokio::select! {
             a = gate.accept(None) => a,
-            _ = &mut signal => return Ok(0),
+            _ = &mut signal => return Ok(ExitCode::Ok),
         };
         let stream = tokio::select! {
             r = incoming.open() => match r {
@@ -73,7 +71,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
                     continue;
                 }
             },
-            _ = &mut signal => return Ok(0),
+            _ = &mut signal => return Ok(ExitCode::Ok),
         };
         info!(%peer, "connected");
         tokio::select! {
@@ -82,15 +80,15 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<i32> {
                 Err(e) if !args.keep_open => return Err(anyhow::Error::new(e).context(format!("connection from {peer}"))),
                 Err(e) => warn!(%peer, "connection failed: {e}"),
             },
-            _ = &mut signal => return Ok(0),
+            _ = &mut signal => return Ok(ExitCode::Ok),
         }
         if !args.keep_open {
-            return Ok(0);
+            return Ok(ExitCode::Ok);
         }
     }
 }
 
-async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
+async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<ExitCode> {
     let signal = super::shutdown_signal();
     tokio::pin!(signal);
     let socket = args.endpoint.bind_datagram().await?;
@@ -111,7 +109,7 @@ async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
                     last_peer = Some(peer);
                     if !args.pipe.send_only {
                         match print_datagram(&buf[..n]).await {
-                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(0),
+                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::Ok),
                             r => r?,
                         }
                     }
@@ -126,11 +124,11 @@ async fn udp(args: &ListenArgs, stdin: &mut StdinPump) -> anyhow::Result<i32> {
                     stdin_open = false;
                     if let Some(q) = args.pipe.quit_after {
                         tokio::time::sleep(q).await;
-                        return Ok(0);
+                        return Ok(ExitCode::Ok);
                     }
                 }
             },
-            _ = &mut signal => return Ok(0),
+            _ = &mut signal => return Ok(ExitCode::Ok),
         }
     }
 }

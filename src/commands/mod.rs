@@ -15,19 +15,21 @@ pub mod tls_args;
 use std::io::Write;
 
 use clap::CommandFactory;
+use sockit::error::ExitCode;
 
 use crate::cli::{Cli, Command};
 
-/// Runs a parsed command line; returns the process exit code.
+/// Runs a parsed command line; returns the process exit code: an
+/// [`ExitCode`], except that `exec` exits with the remote command's status.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
+    let code = match cli.command {
+        Command::Exec(args) => return exec::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Relay(args) => relay::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Cert(args) => tls_args::run_cert(args),
-        Command::Exec(args) => exec::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Get(args) => get::run(args).await,
         Command::Completions { shell } => {
@@ -40,16 +42,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
             print_stdout(&out)
         }
-    }
+    };
+    code.map(ExitCode::code)
 }
 
 /// Writes a command's output to stdout. A closed stdout (`sockit … | head`)
 /// is how pipelines end, not a failure.
-pub fn print_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
+pub fn print_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(0),
+        _ => Ok(ExitCode::Ok),
     }
 }
 

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::units::parse_duration;
+use sockit::units::parse_duration;
 
 /// Close-model flags shared by `connect` and `listen`.
 #[derive(Clone, Debug, Default, clap::Args)]

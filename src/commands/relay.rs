@@ -1,5 +1,5 @@
 //! `sockit relay FROM TO`: parse the arguments and run the relay services
-//! of [`crate::services::relay`] on the server core — a stream [`Relay`]
+//! of [`sockit::services::relay`] on the server core — a stream [`Relay`]
 //! for streams, a [`UdpRelay`] session per client for `udp://` on both
 //! sides.
 
@@ -11,12 +11,12 @@ use anyhow::Context;
 
 use super::serve::LimitArgs;
 use super::tls_args::{TlsServerArgs, TlsVerifyArgs};
-use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::forward::Copy;
-use crate::server::{DEFAULT_SESSION_QUEUE, Server};
-use crate::services::{Relay, UdpRelay};
-use crate::units::{number_in, parse_duration};
+use sockit::endpoint::Endpoint;
+use sockit::error::{Error, ExitCode};
+use sockit::forward::Copy;
+use sockit::server::{DEFAULT_SESSION_QUEUE, Server};
+use sockit::services::{Relay, UdpRelay};
+use sockit::units::{number_in, parse_duration};
 
 /// What `--session-queue` may be: each queued datagram may be up to 64 KiB,
 /// so the top holds at most 64 MiB for one client.
@@ -66,23 +66,20 @@ pub struct RelayArgs {
     pub session_queue: usize,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls_server: TlsServerArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls_client: TlsVerifyArgs,
 }
 
 /// Runs `sockit relay`.
-pub async fn run(args: RelayArgs) -> anyhow::Result<i32> {
+pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     // Before the `listening on` line, so an early signal is not missed.
     let signal = super::shutdown_signal();
-    crate::sys::raise_open_file_limit();
+    sockit::sys::raise_open_file_limit();
     let server = Server::new(args.limits.limits());
     match (args.from.is_datagram(), args.to.is_datagram()) {
         (false, false) => {
@@ -109,5 +106,5 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<i32> {
         }
     }
     server.run_until(signal).await;
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

@@ -1,5 +1,5 @@
 //! `sockit send PATH… --to ENDPOINT`: arguments, progress bars and the
-//! summary around the files client ([`crate::services::files::client`]).
+//! summary around the files client ([`sockit::services::files::client`]).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::tls_args::TlsClientArgs;
-use crate::auth;
-use crate::endpoint::Endpoint;
-use crate::error::ExitCode;
-use crate::services::files::HANDSHAKE;
-use crate::services::files::client::{self, Event, Options, Progress};
-use crate::units::{parse_duration, size_in};
+use sockit::auth;
+use sockit::endpoint::Endpoint;
+use sockit::error::ExitCode;
+use sockit::services::files::HANDSHAKE;
+use sockit::services::files::client::{self, Event, Options, Progress};
+use sockit::units::{parse_duration, size_in};
 
 /// What `--limit-rate` may be, in bytes per second.
 const LIMIT_RATE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 40;
@@ -69,7 +69,6 @@ pub struct SendArgs {
     pub json: bool,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsClientArgs,
 }
 
@@ -127,7 +126,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 /// Runs `sockit send`.
-pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
+pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     // The walk goes on while connecting and while the first files are sent.
     let found = client::walk_paths(&args.paths)?;
     let tls = args.tls.client(&args.to)?;
@@ -136,7 +135,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
     // Into the library's error, whose exit code main finds (6 for a refusal).
     let rest = auth::login(&mut stream, &HANDSHAKE, &args.to, token.as_deref(), args.wait)
         .await
-        .map_err(crate::Error::from)?
+        .map_err(sockit::Error::from)?
         .rest;
     let target =
         if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
@@ -151,7 +150,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
         done = client::send(stream, rest, found, options, progress) => done,
         _ = interrupted => {
             eprintln!("\nsockit: interrupted; run the same command again to resume (big files go on where they stopped)");
-            return Ok(ExitCode::Interrupted.code());
+            return Ok(ExitCode::Interrupted);
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -197,5 +196,5 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
             HumanBytes(rate as u64)
         );
     }
-    Ok(if report.refused.is_empty() { ExitCode::Ok } else { ExitCode::Failure }.code())
+    Ok(if report.refused.is_empty() { ExitCode::Ok } else { ExitCode::Failure })
 }

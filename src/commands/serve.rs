@@ -10,14 +10,15 @@ use clap::ValueEnum;
 use tracing::warn;
 
 use super::tls_args::{AclArgs, TlsServerArgs};
-use crate::endpoint::{Endpoint, LISTEN_BACKLOG};
-use crate::error::Error;
-use crate::server::{DEFAULT_MAX_CONNS, DEFAULT_MAX_LINE, Limits, Server};
-use crate::services::files::Policy;
-use crate::services::{
+use sockit::endpoint::{Endpoint, LISTEN_BACKLOG};
+use sockit::error::{Error, ExitCode};
+use sockit::lines::DEFAULT_MAX_LINE;
+use sockit::server::{DEFAULT_MAX_CONNS, Limits, Server};
+use sockit::services::files::Policy;
+use sockit::services::{
     Chargen, Chat, Discard, Echo, Exec, ExecConfig, Files, FilesConfig, Greet, RawBroker, Stamp, chat,
 };
-use crate::units::{number_in, parse_duration, size_in, usize_size_in};
+use sockit::units::{number_in, parse_duration, size_in, usize_size_in};
 
 /// What `--max-conns` may be: a million open connections already need a
 /// million file descriptors and gigabytes of buffers.
@@ -132,7 +133,6 @@ pub struct LimitArgs {
     pub grace: Duration,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub acl: AclArgs,
 }
 
@@ -142,7 +142,6 @@ impl LimitArgs {
         Limits {
             max_conns: self.max_conns,
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            max_line: self.max_line.unwrap_or(DEFAULT_MAX_LINE),
             grace: self.grace,
             acl: self.acl.acl(),
         }
@@ -203,19 +202,15 @@ pub struct ServeArgs {
     pub rate: Option<u32>,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub exec: ExecArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub files: FilesArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsServerArgs,
 }
 
@@ -249,20 +244,20 @@ pub struct FilesArgs {
     /// Files: sessions receiving at once (each holds a disk thread from
     /// its first entry to its end); one more is told "server busy". A
     /// session that only connected does not count.
-    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_TRANSFERS,
+    #[arg(long, value_name = "N", default_value_t = sockit::services::files::DEFAULT_MAX_TRANSFERS,
           value_parser = number_in::<usize>(MAX_TRANSFERS_RANGE))]
     pub max_transfers: usize,
 
     /// Files: transfers one address (an IPv6 /64) may have at once, so that
     /// one peer cannot take every --max-transfers slot.
-    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_TRANSFERS_PER_ADDRESS,
+    #[arg(long, value_name = "N", default_value_t = sockit::services::files::DEFAULT_TRANSFERS_PER_ADDRESS,
           value_parser = number_in::<usize>(MAX_TRANSFERS_RANGE))]
     pub max_transfers_per_address: usize,
 
     /// Files: directories one session may create (each is remembered, in
     /// under 450 bytes, to set its mode and time at the end); entries that
     /// need more are refused, and a second run stores the rest.
-    #[arg(long, value_name = "N", default_value_t = crate::services::files::DEFAULT_MAX_DIRS,
+    #[arg(long, value_name = "N", default_value_t = sockit::services::files::DEFAULT_MAX_DIRS,
           value_parser = number_in::<usize>(MAX_DIRS_RANGE))]
     pub max_dirs: usize,
 }
@@ -330,7 +325,7 @@ pub struct ExecArgs {
     /// Exec and files: token handshakes one address (an IPv6 /64) may have
     /// open at once; more are refused at once. Each address's proofs are
     /// checked one at a time, spaced by its failures, whatever the number.
-    #[arg(long, value_name = "N", default_value_t = crate::auth::DEFAULT_PENDING_PER_ADDRESS,
+    #[arg(long, value_name = "N", default_value_t = sockit::auth::DEFAULT_PENDING_PER_ADDRESS,
           value_parser = number_in::<u32>(MAX_HANDSHAKES_RANGE))]
     pub max_handshakes: u32,
 
@@ -441,17 +436,18 @@ fn parse_rate(s: &str) -> Result<u32, String> {
 }
 
 /// Runs `sockit serve`.
-pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
     let signal = super::shutdown_signal();
-    crate::sys::raise_open_file_limit();
-    if let Some(cap) = crate::sys::somaxconn().filter(|&c| c < 1024) {
+    sockit::sys::raise_open_file_limit();
+    if let Some(cap) = sockit::sys::somaxconn().filter(|&c| c < 1024) {
         warn!(
             "net.core.somaxconn is {cap}: bursts of connects may overflow the accept queue; raise it (sysctl -w net.core.somaxconn={LISTEN_BACKLOG})"
         );
     }
     let server = Server::new(args.limits.limits());
-    let stamp = Arc::new(Stamp { utc: args.utc });
+    let max_line = args.limits.max_line.unwrap_or(DEFAULT_MAX_LINE);
+    let stamp = Arc::new(Stamp { utc: args.utc, max_line });
     let config = chat::ChatConfig {
         max_line: args.limits.max_line.unwrap_or(chat::DEFAULT_MAX_LINE),
         queue: args.max_queue,
@@ -508,7 +504,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             match service {
                 ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_stream(listener, name, stamp.clone()),
-                ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet)),
+                ServiceName::Greet => server.serve_stream(listener, name, Arc::new(Greet { max_line })),
                 ServiceName::Discard => server.serve_stream(listener, name, Arc::new(Discard)),
                 ServiceName::Chargen => server.serve_stream(listener, name, Arc::new(Chargen)),
                 ServiceName::Chat if args.raw => {
@@ -522,7 +518,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         }
     }
     server.run_until(signal).await;
-    Ok(0)
+    Ok(ExitCode::Ok)
 }
 
 #[cfg(test)]
@@ -572,7 +568,7 @@ mod tests {
         let cli = Cli::try_parse_from(["sockit", "serve", "--idle-timeout", "0", "--max-line", "1k"]).unwrap();
         let Command::Serve(serve) = cli.command else { unreachable!() };
         let l = serve.limits.limits();
-        assert_eq!((l.idle_timeout, l.max_line, l.max_conns), (None, 1024, 10_000));
+        assert_eq!((l.idle_timeout, serve.limits.max_line, l.max_conns), (None, Some(1024), 10_000));
         let cli = Cli::try_parse_from(["sockit", "serve", "chat", "--rate", "10/s", "--max-queue", "8"]).unwrap();
         let Command::Serve(serve) = cli.command else { unreachable!() };
         assert_eq!((serve.rate, serve.max_queue, serve.limits.max_line), (Some(10), 8, None));

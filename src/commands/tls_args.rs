@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::acl::{Acl, Cidr};
-use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::logging;
-use crate::tls::{ClientTls, ServerTls, Verify, parse_fingerprint};
+use sockit::acl::{Acl, Cidr};
+use sockit::endpoint::Endpoint;
+use sockit::error::{Error, ExitCode};
+use sockit::logging;
+use sockit::tls::{ClientTls, ServerTls, Verify, parse_fingerprint};
 
 /// `--allow` / `--deny`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -131,7 +131,6 @@ impl TlsVerifyArgs {
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct TlsClientArgs {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub verify: TlsVerifyArgs,
 
     /// Present this certificate (PEM) to a TLS server that asks for one
@@ -185,10 +184,10 @@ pub struct CertArgs {
 }
 
 /// Runs `sockit cert`.
-pub fn run_cert(args: CertArgs) -> anyhow::Result<i32> {
+pub fn run_cert(args: CertArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let names = if args.names.is_empty() { crate::tls::default_names() } else { args.names };
-    let made = crate::tls::self_signed(&names)?;
+    let names = if args.names.is_empty() { sockit::tls::default_names() } else { args.names };
+    let made = sockit::tls::self_signed(&names)?;
     let cert_path = args.out.with_extension("pem");
     let key_path = args.out.with_extension("key");
     for path in [&cert_path, &key_path] {
@@ -214,5 +213,5 @@ pub fn run_cert(args: CertArgs) -> anyhow::Result<i32> {
     write(&cert_path, &made.cert_pem, 0o644)?;
     eprintln!("wrote {} and {} (for {})", cert_path.display(), key_path.display(), names.join(", "));
     println!("SHA-256 fingerprint: {}", made.fingerprint);
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

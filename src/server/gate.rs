@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{debug, error};
 
-use super::{Descriptors, Kind, REFUSAL_LOG_INTERVAL, Refusals, Slot, is_fd_exhaustion};
+use super::{Background, Descriptors, Kind, REFUSAL_LOG_INTERVAL, Refusals, Server, Slot, is_fd_exhaustion};
 use crate::acl::Acl;
 use crate::conn::{Peer, Stream};
 use crate::endpoint::Listener;
@@ -46,6 +46,9 @@ pub struct Gate {
     /// Sums the refusals up each interval, for a gate of its own; a
     /// [`Server`](super::Server)'s gates share a task that does it.
     summary: Option<Interval>,
+    /// Where a TLS connection's pump runs: a server's gate runs it under
+    /// the server's shutdown.
+    background: Option<Background>,
 }
 
 /// A connection a [`Gate`] let in.
@@ -65,16 +68,23 @@ pub struct Admitted {
 pub struct Incoming {
     stream: Stream,
     tls: Option<Arc<ServerTls>>,
+    background: Option<Background>,
 }
 
 impl Incoming {
     /// The plaintext stream: on a TLS listener, once the handshake is done
     /// (within the TLS handshake timeout).
     pub async fn open(self) -> io::Result<Stream> {
-        match self.tls {
-            Some(tls) => tls.accept_stream(self.stream).await,
-            None => Ok(self.stream),
+        let (tls, tcp) = match (self.tls, self.stream) {
+            (Some(tls), Stream::Tcp(tcp)) => (tls, tcp),
+            (_, stream) => return Ok(stream),
+        };
+        let (stream, pump) = tls.handshake(tcp).await?;
+        match self.background {
+            Some(background) => background.spawn(pump),
+            None => drop(tokio::spawn(pump)),
         }
+        Ok(stream)
     }
 
     /// The stream at once when there is no handshake to run; else `self`
@@ -103,20 +113,24 @@ impl Gate {
             cost: 0,
             refusals: Arc::new(Refusals::new(Kind::Connections)),
             summary: Some(summary),
+            background: None,
         }
     }
 
-    /// A server's gate: its places, descriptors and refusal log.
-    pub(super) fn with_limits(
-        listener: Listener,
-        name: &'static str,
-        acl: Acl,
-        places: Option<Arc<Semaphore>>,
-        descriptors: Descriptors,
-        cost: usize,
-        refusals: Arc<Refusals>,
-    ) -> Self {
-        Gate { listener, name, acl, places, descriptors, cost, refusals, summary: None }
+    /// A server's gate: its ACL, places, descriptors (`cost` for each
+    /// connection) and refusal log, with TLS pumps under its shutdown.
+    pub(super) fn for_server(listener: Listener, name: &'static str, server: &Server, cost: usize) -> Self {
+        Gate {
+            listener,
+            name,
+            acl: server.limits.acl.clone(),
+            places: Some(server.permits.clone()),
+            descriptors: server.descriptors.clone(),
+            cost,
+            refusals: server.refusals.clone(),
+            summary: None,
+            background: Some(server.background()),
+        }
     }
 
     /// The listener it accepts on.
@@ -166,7 +180,8 @@ impl Gate {
             }
             match Slot::take(self.places.as_ref(), &self.descriptors, self.cost) {
                 Ok(slot) => {
-                    let incoming = Incoming { stream, tls: self.listener.tls().cloned() };
+                    let incoming =
+                        Incoming { stream, tls: self.listener.tls().cloned(), background: self.background.clone() };
                     return Admitted { incoming, peer, slot };
                 }
                 Err(why) => {

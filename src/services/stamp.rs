@@ -5,13 +5,23 @@
 use std::io;
 use std::net::SocketAddr;
 
+use crate::lines::DEFAULT_MAX_LINE;
 use crate::{Conn, DatagramService, Lines, Service};
 
 /// The timestamp service.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Stamp {
     /// Stamp in UTC instead of local time.
     pub utc: bool,
+    /// The longest message it takes over a stream (`--max-line`); a longer
+    /// one gets an error line and the connection closes.
+    pub max_line: usize,
+}
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Stamp { utc: false, max_line: DEFAULT_MAX_LINE }
+    }
 }
 
 impl Stamp {
@@ -28,7 +38,7 @@ impl Stamp {
 
 impl Service for Stamp {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
-        let mut lines = Lines::new(conn);
+        let mut lines = Lines::new(conn).with_max(self.max_line);
         while let Some(msg) = lines.next().await? {
             lines.send_parts(&[self.prefix().as_bytes(), &msg]).await?;
         }

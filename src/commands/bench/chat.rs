@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
 
 use super::{Progress, Report, histogram, thousands};
-use crate::endpoint::Endpoint;
-use crate::units::{duration_in, number_in, usize_size_in};
+use sockit::endpoint::Endpoint;
+use sockit::units::{duration_in, number_in, usize_size_in};
 
 /// What `--clients` may be: a sender and at least one listener.
 const CLIENTS_RANGE: std::ops::RangeInclusive<u64> = 2..=*super::CONNS_RANGE.end();

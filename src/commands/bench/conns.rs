@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Report, thousands};
-use crate::conn::Stream;
-use crate::endpoint::Endpoint;
-use crate::units::{duration_in, number_in};
+use sockit::conn::Stream;
+use sockit::endpoint::Endpoint;
+use sockit::units::{duration_in, number_in};
 
 /// What `--conns` may be: this mode is about holding many.
 const CONNS_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
@@ -35,7 +35,7 @@ pub struct ConnsArgs {
 }
 
 pub(super) async fn run(args: ConnsArgs) -> anyhow::Result<Report> {
-    let before = args.server_pid.and_then(crate::sys::resident_bytes);
+    let before = args.server_pid.and_then(sockit::sys::resident_bytes);
     let mut open: Vec<Stream> = Vec::with_capacity(args.conns);
     let mut failed = 0u64;
     let mut pending = tokio::task::JoinSet::new();
@@ -52,7 +52,7 @@ pub(super) async fn run(args: ConnsArgs) -> anyhow::Result<Report> {
         }
     }
     tokio::time::sleep(args.hold).await;
-    let after = args.server_pid.and_then(crate::sys::resident_bytes);
+    let after = args.server_pid.and_then(sockit::sys::resident_bytes);
     // Still open? Drain what the server sent (a welcome line, say): EOF or
     // an error means the server dropped it; nothing more to read, alive.
     let mut dropped = 0u64;

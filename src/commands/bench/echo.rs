@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Progress, Report, histogram, thousands};
 use crate::commands::tls_args::TlsVerifyArgs;
-use crate::endpoint::Endpoint;
-use crate::tls::ClientTls;
-use crate::units::{duration_in, number_in, usize_size_in};
+use sockit::endpoint::Endpoint;
+use sockit::tls::ClientTls;
+use sockit::units::{duration_in, number_in, usize_size_in};
 
 /// What `--size` may be: the most that size × depth may be anyway.
 const SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=MAX_IN_FLIGHT as u64;
@@ -49,7 +49,6 @@ pub struct EchoArgs {
     pub depth: usize,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsVerifyArgs,
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use sockit::error::ExitCode;
 
 pub use chat::ChatArgs;
 pub use conns::ConnsArgs;
@@ -67,8 +68,8 @@ pub enum Mode {
 }
 
 /// Runs `sockit bench`.
-pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
-    crate::sys::raise_open_file_limit();
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    sockit::sys::raise_open_file_limit();
     let report = match args.mode {
         Mode::Echo(a) => echo::run(a).await?,
         Mode::Stream(a) => stream::run(a).await?,

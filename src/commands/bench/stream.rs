@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Progress, Report, thousands};
 use crate::commands::tls_args::TlsVerifyArgs;
-use crate::endpoint::Endpoint;
-use crate::tls::ClientTls;
-use crate::units::{number_in, size_in};
+use sockit::endpoint::Endpoint;
+use sockit::tls::ClientTls;
+use sockit::units::{number_in, size_in};
 
 /// What `--bytes` may be.
 const BYTES_RANGE: std::ops::RangeInclusive<u64> = 1..=16 << 40;
@@ -40,7 +40,6 @@ pub struct StreamArgs {
     pub conns: usize,
 
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tls: TlsVerifyArgs,
 }
 
