@@ -153,13 +153,19 @@ const READ_AHEAD: usize = 64 * 1024;
 /// Raw bytes are read in pieces of at most this much.
 const CHUNK: usize = 1 << 20;
 
-/// A frame header refused before its payload is looked at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeaderError {
+/// Why bytes are not a frame of a `type:u8 length:u32 payload` format;
+/// [`split_frame`] refuses the first two from the header alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
     /// A type byte no frame has.
+    #[error("unknown frame type {0} (not a sockit peer of this protocol?)")]
     UnknownType(u8),
     /// A length over the format's limit.
+    #[error("frame of {0} bytes is over the protocol's limit")]
     TooLarge(usize),
+    /// A payload that does not fit its type.
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
 }
 
 /// Bytes before the payload of a `type:u8 length:u32` frame.
@@ -173,18 +179,18 @@ pub fn split_frame(
     buf: &mut BytesMut,
     kinds: std::ops::RangeInclusive<u8>,
     max: usize,
-) -> Result<Option<(u8, bytes::Bytes)>, HeaderError> {
+) -> Result<Option<(u8, bytes::Bytes)>, WireError> {
     use bytes::Buf;
     if buf.len() < HEADER {
         return Ok(None);
     }
     let kind = buf[0];
     if !kinds.contains(&kind) {
-        return Err(HeaderError::UnknownType(kind));
+        return Err(WireError::UnknownType(kind));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len > max {
-        return Err(HeaderError::TooLarge(len));
+        return Err(WireError::TooLarge(len));
     }
     if buf.len() < HEADER + len {
         buf.reserve(HEADER + len - buf.len());

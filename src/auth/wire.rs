@@ -32,7 +32,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frames::{HeaderError, begin_frame, end_frame, split_frame};
+use crate::frames::{self, begin_frame, end_frame, split_frame};
 
 /// Hello flag: the client must prove it holds the token.
 pub const FLAG_TOKEN: u8 = 1;
@@ -149,8 +149,9 @@ impl Protocol {
         match split_frame(buf, kind..=kind, MAX_PAYLOAD) {
             Ok(Some((kind, payload))) => self.parse(kind, payload).map(Some),
             Ok(None) => Ok(None),
-            Err(HeaderError::TooLarge(n)) => Err(WireError::TooLarge(n)),
-            Err(HeaderError::UnknownType(kind)) => Err(WireError::UnknownType { kind, protocol: self.name }),
+            Err(frames::WireError::TooLarge(n)) => Err(WireError::TooLarge(n)),
+            Err(frames::WireError::Malformed(what)) => Err(WireError::Malformed(what)),
+            Err(frames::WireError::UnknownType(kind)) => Err(WireError::UnknownType { kind, protocol: self.name }),
         }
     }
 

@@ -24,7 +24,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::frames::{HeaderError, Wire};
+use crate::frames::Wire;
+pub use crate::frames::WireError;
 
 /// The largest payload a frame may carry: bounds what a peer can make the
 /// other side buffer. Output is sent in smaller pieces.
@@ -100,21 +101,6 @@ pub enum Frame {
     Error(String),
     /// Something to tell the user.
     Notice(String),
-}
-
-/// Bytes that are not a valid frame. The connection cannot continue: where
-/// the next frame starts is unknown.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// A length over [`MAX_FRAME`].
-    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
-    /// A type byte no frame has.
-    #[error("unknown frame type {0} (not a sockit exec peer?)")]
-    UnknownType(u8),
-    /// A payload that does not fit its type.
-    #[error("malformed {0} frame")]
-    Malformed(&'static str),
 }
 
 impl Frame {
@@ -231,15 +217,6 @@ impl Wire for Frame {
 
     fn encode(&self, out: &mut BytesMut) {
         Frame::encode(self, out)
-    }
-}
-
-impl From<HeaderError> for WireError {
-    fn from(e: HeaderError) -> Self {
-        match e {
-            HeaderError::UnknownType(k) => WireError::UnknownType(k),
-            HeaderError::TooLarge(n) => WireError::TooLarge(n),
-        }
     }
 }
 

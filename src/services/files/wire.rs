@@ -49,7 +49,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::frames::{HeaderError, Wire};
+use crate::frames::Wire;
+pub use crate::frames::WireError;
 
 /// The largest control frame: paths and messages fit well within it.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -164,20 +165,6 @@ impl Frame {
     pub fn refused(why: impl Into<String>) -> Frame {
         Frame::Refused(Reason::Other, why.into())
     }
-}
-
-/// Bytes that are not a valid frame.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// A length over [`MAX_FRAME`].
-    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
-    /// A type byte no frame has.
-    #[error("unknown frame type {0} (not a sockit files peer?)")]
-    UnknownType(u8),
-    /// A payload that does not fit its type.
-    #[error("malformed {0} frame")]
-    Malformed(&'static str),
 }
 
 impl Frame {
@@ -303,15 +290,6 @@ impl Wire for Frame {
 
     fn encode(&self, out: &mut BytesMut) {
         Frame::encode(self, out)
-    }
-}
-
-impl From<HeaderError> for WireError {
-    fn from(e: HeaderError) -> Self {
-        match e {
-            HeaderError::UnknownType(k) => WireError::UnknownType(k),
-            HeaderError::TooLarge(n) => WireError::TooLarge(n),
-        }
     }
 }
 
