@@ -54,8 +54,9 @@
 //!   every stream listener; a dispatcher for datagram sessions), limits,
 //!   spans, graceful shutdown; the [`Service`], [`DatagramService`] and
 //!   [`DatagramSession`] traits.
-//! - [`services`]: one module per built-in service (the relay's too), each
-//!   only its protocol.
+//! - [`services`]: one module per built-in protocol (the relay's too),
+//!   holding both halves: its wire format, its server and, where it has
+//!   one, its client (`files`, `exec`).
 //! - [`forward`]: moving bytes both ways between two streams (zero-copy
 //!   between sockets), keeping half-close.
 //! - [`text`]: peer text made safe for a terminal.
