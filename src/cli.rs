@@ -66,11 +66,20 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// `-v` count minus quiet, for [`sockit::logging::init`]. The relay logs
-    /// each closed connection by default.
-    pub fn verbosity(&self) -> i8 {
-        let base = i8::from(matches!(self.command, Command::Relay(_)));
-        base + self.verbose.min(3) as i8 - i8::from(self.quiet)
+    /// The log level for [`sockit::logging::init`], from `-v`/`-q`:
+    /// warnings by default, connection events (accepted, closed with bytes
+    /// and duration) with `-v`. The relay logs each closed connection by
+    /// default, and so does `--log-format json`, so scripts see every event.
+    pub fn log_level(&self) -> &'static str {
+        let base = i8::from(matches!(self.command, Command::Relay(_))) + i8::from(self.log_format == LogFormat::Json);
+        match base + self.verbose.min(3) as i8 - i8::from(self.quiet) {
+            i8::MIN..=-1 => "error",
+            // The files service logs each file it stores even when quiet-ish.
+            0 => "warn,sockit::services::files=info",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
     }
 }
 
@@ -122,10 +131,12 @@ mod tests {
     #[test]
     fn global_flags_anywhere() {
         let cli = Cli::try_parse_from(["sockit", "serve", "-vv", "--log-format", "json"]).unwrap();
-        assert_eq!(cli.verbosity(), 2);
+        assert_eq!(cli.log_level(), "trace", "-vv, and json's one more");
         assert_eq!(cli.log_format, LogFormat::Json);
-        let cli = Cli::try_parse_from(["sockit", "--quiet", "serve"]).unwrap();
-        assert_eq!(cli.verbosity(), -1);
+        let level = |args: &[&str]| Cli::try_parse_from(args).unwrap().log_level();
+        assert_eq!(level(&["sockit", "--quiet", "serve"]), "error");
+        assert_eq!(level(&["sockit", "serve"]), "warn,sockit::services::files=info");
+        assert_eq!(level(&["sockit", "relay", ":1", ":2"]), "info", "the relay logs each connection");
     }
 
     /// Every flag that takes a number, a size or a duration, in every

@@ -1,10 +1,8 @@
 //! Log setup and the one status line every server prints when it is ready.
 //!
-//! Logs go to stderr (stdout carries data only). The level comes from
-//! `RUST_LOG` if set, else from `-v`/`-q`: warnings by default, connection
-//! events (accepted, closed with bytes and duration) with `-v`. With
-//! `--log-format json` every event is one JSON object per line and the
-//! default level is info, so scripts see every event.
+//! Logs go to stderr (stdout carries data only), at the level `RUST_LOG`
+//! gives if set, else at the one the program chooses. With
+//! [`LogFormat::Json`] every event is one JSON object per line.
 
 use std::cell::RefCell;
 use std::io::{self, IsTerminal, Write};
@@ -27,19 +25,11 @@ pub enum LogFormat {
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-/// Installs the global subscriber. `verbosity` is the count of `-v` minus
-/// the count of `-q`.
-pub fn init(verbosity: i8, format: LogFormat) {
+/// Installs the global subscriber, with `level` (an `EnvFilter`
+/// directive such as `"info"` or `"warn,my_crate=debug"`) unless
+/// `RUST_LOG` is set.
+pub fn init(level: &str, format: LogFormat) {
     let _ = FORMAT.set(format);
-    let base = if format == LogFormat::Json { 1 } else { 0 };
-    let level = match verbosity + base {
-        i8::MIN..=-1 => "error",
-        // The files service logs each file it stores even when quiet-ish.
-        0 => "warn,sockit::services::files=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

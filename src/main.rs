@@ -9,7 +9,7 @@ use sockit::error::ExitCode;
 
 fn main() {
     let cli = Cli::parse();
-    sockit::logging::init(cli.verbosity(), cli.log_format);
+    sockit::logging::init(cli.log_level(), cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -410,7 +410,10 @@ fn open_partial(partial: &Path, append: bool) -> anyhow::Result<(std::fs::File, 
     let meta =
         file.metadata().map_err(|e| fail(ExitCode::Transfer, format!("cannot write {}: {e}", partial.display())))?;
     check_ours(&meta, partial)?;
-    if !append {
+    // Only a file that holds something is cut: on ext4, truncating even an
+    // empty file marks it to be written out whole at close (auto_da_alloc),
+    // which costs a big download a quarter of a second.
+    if !append && meta.len() > 0 {
         file.set_len(0).map_err(|e| fail(ExitCode::Transfer, format!("cannot write {}: {e}", partial.display())))?;
     }
     Ok((file, if append { meta.len() } else { 0 }))
