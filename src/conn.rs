@@ -20,18 +20,18 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::server::Descriptors;
-use crate::tls::TlsLink;
+use crate::bridge::Link;
 
-/// A byte stream: TCP, Unix, or TLS. Services see only this type.
+/// A byte stream: TCP, Unix, TLS or WebSocket. Services see only this type.
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
-    /// A TLS session, read and written in plaintext through a local socket
-    /// (see [`crate::tls`]).
-    Tls(UnixStream, TlsLink),
+    /// A TLS session or a WebSocket, read and written as plain bytes
+    /// through a local socket that a pump carries (see [`crate::bridge`]).
+    Bridged(UnixStream, Link),
 }
 
 macro_rules! each {
@@ -39,7 +39,7 @@ macro_rules! each {
         match $self {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
-            Stream::Tls($s, _) => $e,
+            Stream::Bridged($s, _) => $e,
         }
     };
 }
@@ -92,14 +92,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
-            Stream::Tls(_, link) => link.peer_addr(),
+            Stream::Bridged(_, link) => link.peer_addr(),
         }
     }
 
-    /// The TLS session's details, for a TLS stream.
-    pub fn tls(&self) -> Option<&TlsLink> {
+    /// What carries a TLS or WebSocket stream, and its peer's details.
+    pub fn link(&self) -> Option<&Link> {
         match self {
-            Stream::Tls(_, link) => Some(link),
+            Stream::Bridged(_, link) => Some(link),
             _ => None,
         }
     }
@@ -232,7 +232,7 @@ impl Conn {
     /// Whether the peer proved who it is with a TLS client certificate that
     /// the server's `--tls-client-ca` verified.
     pub fn client_verified(&self) -> bool {
-        self.stream.tls().is_some_and(|t| t.client_verified())
+        self.stream.link().is_some_and(|t| t.client_verified())
     }
 
     /// The remote peer.

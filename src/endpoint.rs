@@ -7,6 +7,7 @@
 //! | `udp://HOST:PORT` | UDP |
 //! | `unix:///path/to.sock` | Unix stream socket |
 //! | `tls://HOST:PORT` | TLS over TCP |
+//! | `ws://HOST[:PORT][/PATH]`, `wss://…` | WebSocket, over TCP or TLS ([`crate::ws`]) |
 //!
 //! A host is an IP address or a name that resolves (`localhost`); an empty
 //! host (`:7007`) means 127.0.0.1, since servers bind to loopback unless told
@@ -26,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use crate::conn::{Peer, Stream};
 use crate::error::{Error, Result};
 use crate::tls::{ClientTls, ServerTls, Verify};
+use crate::ws::{self, WsConfig, WsServer};
 
 /// The listen backlog we ask for. The kernel caps it at `net.core.somaxconn`;
 /// the usual default of 128 lets a burst of connects overflow the accept
@@ -43,6 +45,16 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// TLS over TCP.
     Tls(HostPort),
+    /// A WebSocket (`ws://`, or `wss://` over TLS when `tls`), upgraded on
+    /// `path`.
+    Ws {
+        /// `wss://`: over TLS.
+        tls: bool,
+        /// Where.
+        at: HostPort,
+        /// The request path, from `/`.
+        path: String,
+    },
 }
 
 /// A host (IP address or name) and a port.
@@ -69,7 +81,8 @@ impl ParseEndpointError {
     }
 }
 
-const FORMS: &str = "HOST:PORT, [IPv6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:///path/to.sock or tls://HOST:PORT";
+const FORMS: &str =
+    "HOST:PORT, [IPv6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:///path/to.sock, tls://HOST:PORT or ws://HOST:PORT/PATH";
 
 impl FromStr for Endpoint {
     type Err = ParseEndpointError;
@@ -81,13 +94,30 @@ impl FromStr for Endpoint {
                 "tcp" => Ok(Endpoint::Tcp(HostPort::parse(rest, s)?)),
                 "udp" => Ok(Endpoint::Udp(HostPort::parse(rest, s)?)),
                 "tls" => Ok(Endpoint::Tls(HostPort::parse(rest, s)?)),
+                "ws" | "wss" => {
+                    let tls = scheme.eq_ignore_ascii_case("wss");
+                    let (authority, path) = match rest.find('/') {
+                        Some(at) => (&rest[..at], &rest[at..]),
+                        None => (rest, "/"),
+                    };
+                    if !path.bytes().all(|b| b.is_ascii_graphic()) || path.len() > 1024 {
+                        return Err(ParseEndpointError::new(s, "the path must be printable ASCII, at most 1024 bytes"));
+                    }
+                    let has_port = authority.rsplit_once(']').map_or(authority, |(_, p)| p).contains(':');
+                    let at = if has_port || authority.is_empty() {
+                        HostPort::parse(authority, s)?
+                    } else {
+                        HostPort::parse(&format!("{authority}:{}", if tls { 443 } else { 80 }), s)?
+                    };
+                    Ok(Endpoint::Ws { tls, at, path: path.to_string() })
+                }
                 "unix" if rest.is_empty() => {
                     Err(ParseEndpointError::new(s, "missing path: write unix:///path/to.sock"))
                 }
                 "unix" => Ok(Endpoint::Unix(PathBuf::from(rest))),
                 _ => Err(ParseEndpointError::new(
                     s,
-                    format!("unknown scheme '{scheme}://': use tcp://, udp://, unix:// or tls://"),
+                    format!("unknown scheme '{scheme}://': use tcp://, udp://, unix://, tls://, ws:// or wss://"),
                 )),
             };
         }
@@ -171,6 +201,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Udp(hp) => write!(f, "udp://{hp}"),
             Endpoint::Tls(hp) => write!(f, "tls://{hp}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+            Endpoint::Ws { tls, at, path } => write!(f, "{}://{at}{path}", if *tls { "wss" } else { "ws" }),
         }
     }
 }
@@ -187,6 +218,10 @@ pub enum Listener {
     Tls(TcpListener, Arc<ServerTls>),
     /// A Unix listener; the socket file is removed when it is dropped.
     Unix(UnixListener, UnixSocketFile),
+    /// A TCP listener whose connections are WebSockets (over TLS with a
+    /// certificate): [`Listener::accept`] yields the raw TCP stream, and
+    /// the upgrade runs in the connection's own task.
+    Ws(TcpListener, Option<Arc<ServerTls>>, Arc<WsServer>),
 }
 
 /// Removes a Unix socket file when the listener that made it goes away.
@@ -205,7 +240,7 @@ impl Listener {
     /// request–reply exchange.
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
-            Listener::Tcp(l) | Listener::Tls(l, _) => {
+            Listener::Tcp(l) | Listener::Tls(l, _) | Listener::Ws(l, _, _) => {
                 let (s, addr) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Peer::Ip(addr)))
@@ -223,14 +258,39 @@ impl Listener {
             Listener::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?.into())),
             Listener::Tls(l, _) => Ok(Endpoint::Tls(l.local_addr()?.into())),
             Listener::Unix(_, file) => Ok(Endpoint::Unix(file.0.clone())),
+            Listener::Ws(l, tls, ws) => {
+                Ok(Endpoint::Ws { tls: tls.is_some(), at: l.local_addr()?.into(), path: ws.path.clone() })
+            }
         }
     }
 
     /// The TLS side, for a TLS listener.
     pub fn tls(&self) -> Option<&Arc<ServerTls>> {
         match self {
-            Listener::Tls(_, tls) => Some(tls),
+            Listener::Tls(_, tls) | Listener::Ws(_, Some(tls), _) => Some(tls),
             _ => None,
+        }
+    }
+
+    /// The WebSocket side, for a WebSocket listener.
+    pub fn ws(&self) -> Option<&Arc<WsServer>> {
+        match self {
+            Listener::Ws(_, _, ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// Whether its connections are carried by a pump (TLS, WebSocket), at
+    /// the cost of a socket pair each.
+    pub fn is_bridged(&self) -> bool {
+        matches!(self, Listener::Tls(..) | Listener::Ws(..))
+    }
+
+    /// Sets how a WebSocket listener serves (line framing, origins, pages);
+    /// other listeners ignore it. Its path stays the endpoint's.
+    pub fn configure_ws(&mut self, f: impl FnOnce(&mut WsServer)) {
+        if let Listener::Ws(_, _, ws) = self {
+            f(Arc::make_mut(ws));
         }
     }
 }
@@ -263,6 +323,17 @@ impl Endpoint {
                 let l = UnixListener::bind(path).map_err(bind_err)?;
                 Ok(Listener::Unix(l, UnixSocketFile(path.clone())))
             }
+            Endpoint::Ws { tls: secure, at, path } => {
+                let tls = match (secure, tls) {
+                    (true, None) => {
+                        return Err(self.unsupported("a wss:// listener needs a certificate; this command has none to give"));
+                    }
+                    (true, tls) => tls,
+                    (false, _) => None,
+                };
+                let addr = at.resolve().await?[0];
+                bind_tcp(addr).map(|l| Listener::Ws(l, tls, Arc::new(WsServer::new(path)))).map_err(bind_err)
+            }
             Endpoint::Udp(_) => Err(self.unsupported("UDP carries datagrams, not streams; use tcp://")),
         }
     }
@@ -286,22 +357,39 @@ impl Endpoint {
     /// Connects as [`Endpoint::connect`] does; a `tls://` endpoint uses
     /// `tls` (the system's roots when `None`).
     pub async fn connect_with(&self, timeout: Option<Duration>, tls: Option<&ClientTls>) -> Result<Stream> {
+        self.connect_ws(timeout, tls, WsConfig::default()).await
+    }
+
+    /// Connects as [`Endpoint::connect_with`] does; a `ws://` or `wss://`
+    /// endpoint carries bytes as `ws` says.
+    pub async fn connect_ws(&self, timeout: Option<Duration>, tls: Option<&ClientTls>, ws: WsConfig) -> Result<Stream> {
+        let secure = matches!(self, Endpoint::Tls(_) | Endpoint::Ws { tls: true, .. });
+        let system = match tls {
+            None if secure => Some(ClientTls::new(&Verify::System, None)?),
+            _ => None,
+        };
+        let client_tls = || tls.or(system.as_ref()).ok_or_else(|| self.unsupported("no TLS settings"));
         let attempt = async {
             match self {
                 Endpoint::Tcp(hp) => self.connect_tcp(hp).await.map(Stream::Tcp),
                 Endpoint::Tls(hp) => {
-                    let system;
-                    let tls = match tls {
-                        Some(tls) => tls,
-                        None => {
-                            system = ClientTls::new(&Verify::System, None)?;
-                            &system
-                        }
-                    };
+                    let tls = client_tls()?;
                     let tcp = self.connect_tcp(hp).await?;
-                    tls.connect(tcp, &hp.host)
-                        .await
-                        .map_err(|e| Error::Tls { endpoint: self.clone(), cause: e.to_string() })
+                    tls.connect(tcp, &hp.host).await.map_err(|e| self.tls_err(e))
+                }
+                Endpoint::Ws { tls: secure, at, path } => {
+                    let tcp = self.connect_tcp(at).await?;
+                    let far = ws::far(tcp.peer_addr().ok(), false);
+                    let host = at.to_string();
+                    let bridged = if *secure {
+                        let tls = client_tls()?.connect_raw(tcp, &at.host).await.map_err(|e| self.tls_err(e))?;
+                        ws::connect(tls, &host, path, ws, far).await
+                    } else {
+                        ws::connect(tcp, &host, path, ws, far).await
+                    };
+                    let (stream, pump) = bridged.map_err(|e| self.connect_err(e))?;
+                    tokio::spawn(pump);
+                    Ok(stream)
                 }
                 Endpoint::Unix(path) => {
                     UnixStream::connect(path).await.map(Stream::Unix).map_err(|e| self.connect_err(e))
@@ -342,9 +430,22 @@ impl Endpoint {
         Ok(sock)
     }
 
+    /// Where a `tls://` or `wss://` endpoint's TLS session goes: the
+    /// address its certificate must name.
+    pub fn tls_at(&self) -> Option<&HostPort> {
+        match self {
+            Endpoint::Tls(hp) | Endpoint::Ws { tls: true, at: hp, .. } => Some(hp),
+            _ => None,
+        }
+    }
+
     /// Whether this endpoint carries datagrams.
     pub fn is_datagram(&self) -> bool {
         matches!(self, Endpoint::Udp(_))
+    }
+
+    fn tls_err(&self, e: io::Error) -> Error {
+        Error::Tls { endpoint: self.clone(), cause: e.to_string() }
     }
 
     fn connect_err(&self, cause: io::Error) -> Error {

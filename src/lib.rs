@@ -100,6 +100,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bridge;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
@@ -113,6 +114,7 @@ pub mod sys;
 pub mod text;
 pub mod tls;
 pub mod units;
+pub mod ws;
 
 pub use conn::{Conn, Peer, Stream};
 pub use endpoint::{Endpoint, HostPort, Listener};

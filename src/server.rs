@@ -75,8 +75,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// Descriptors kept back from connections: listeners, logs, the Redis
 /// link, the files service's directories, a command's pipes.
 pub const RESERVED_DESCRIPTORS: usize = 64;
-/// Descriptors a TLS connection costs besides its socket: the local socket
-/// pair its session is pumped through.
+/// Descriptors a TLS or WebSocket connection costs besides its socket: the
+/// local socket pair its pump carries it through.
 pub const TLS_DESCRIPTORS: usize = 2;
 /// Refused connections are logged one per this interval with their peer;
 /// the rest are counted and summed up once per interval.
@@ -114,6 +114,14 @@ pub trait Service: Send + Sync + 'static {
     /// process never runs out; the default is the socket alone.
     fn descriptors(&self) -> usize {
         1
+    }
+
+    /// For a line service, its longest line: on a WebSocket listener each
+    /// line then goes out as one message, and a message without a newline
+    /// is read as one line. The default, `None`, carries bytes as they
+    /// come.
+    fn line_limit(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -176,12 +184,18 @@ impl Server {
     /// port).
     pub fn serve_stream<S: Service>(
         &self,
-        listener: Listener,
+        mut listener: Listener,
         name: &'static str,
         service: Arc<S>,
     ) -> io::Result<Endpoint> {
+        if let Some(max) = service.line_limit() {
+            listener.configure_ws(|w| {
+                // Room for the line's own `\r\n`.
+                (w.config.lines, w.config.max_message, w.config.limit_name) = (true, max + 2, "--max-line");
+            });
+        }
         let local = listener.local_endpoint()?;
-        let cost = service.descriptors() + if listener.tls().is_some() { TLS_DESCRIPTORS } else { 0 };
+        let cost = service.descriptors() + if listener.is_bridged() { TLS_DESCRIPTORS } else { 0 };
         self.warn_fit(name, cost, "connections", "connection");
         self.spawn_refusal_log();
         let gate = Gate::for_server(listener, name, self, cost);
@@ -389,7 +403,7 @@ impl<S: Service> Acceptor<S> {
                 Err(incoming) => {
                     let (shutdown, meter) = (self.shutdown.clone(), meter.clone());
                     let serve = async move {
-                        let stream = incoming.open().await?;
+                        let Some(stream) = incoming.open().await? else { return Ok(()) };
                         let conn = Conn::with_meter(stream, meter, peer, shutdown).with_descriptors(descriptors);
                         service.serve(conn).await
                     };

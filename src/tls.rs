@@ -14,13 +14,11 @@
 //! with `--tls-fingerprint`. Clients verify against the system roots,
 //! `--tls-ca FILE`, a pinned fingerprint, or nothing with `--insecure`.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -31,8 +29,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
+use crate::bridge::{Carrier, Far, Pump};
 use crate::conn::Stream;
 use crate::error::Error;
 
@@ -220,6 +219,18 @@ impl ServerTls {
     /// under its shutdown).
     pub async fn handshake(&self, tcp: TcpStream) -> io::Result<(Stream, Pump)> {
         let peer = tcp.peer_addr().ok();
+        let (tls, verified) = self.handshake_raw(tcp).await?;
+        bridge(tls, peer, verified)
+    }
+
+    /// Runs the server side of the handshake (within [`HANDSHAKE_TIMEOUT`])
+    /// and returns the TLS session itself, and whether the client proved
+    /// itself with a certificate `--tls-client-ca` verified: for a protocol
+    /// layered on TLS (`wss://`) to bridge.
+    pub async fn handshake_raw(
+        &self,
+        tcp: TcpStream,
+    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
         let tls =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(self.config.clone()).accept(tcp))
                 .await
@@ -228,7 +239,7 @@ impl ServerTls {
                     io::Error::new(e.kind(), format!("TLS handshake failed: {e} (is the client speaking TLS?)"))
                 })?;
         let verified = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) && self.client_auth;
-        bridge(tls, peer, verified)
+        Ok((tls, verified))
     }
 }
 
@@ -305,18 +316,24 @@ impl ClientTls {
     /// address) and returns the plaintext stream.
     pub async fn connect(&self, tcp: TcpStream, host: &str) -> io::Result<Stream> {
         let peer = tcp.peer_addr().ok();
+        let tls = self.connect_raw(tcp, host).await?;
+        let (stream, pump) = bridge(tls, peer, false)?;
+        tokio::spawn(pump);
+        Ok(stream)
+    }
+
+    /// Runs the client side of the handshake with `host` and returns the
+    /// TLS session itself, for a protocol layered on TLS (`wss://`).
+    pub async fn connect_raw(&self, tcp: TcpStream, host: &str) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("'{host}' as a TLS server name: {e}")))?;
-        let tls = tokio::time::timeout(
+        tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
-        .map_err(handshake_err)?;
-        let (stream, pump) = bridge(tls, peer, false)?;
-        tokio::spawn(pump);
-        Ok(stream)
+        .map_err(handshake_err)
     }
 }
 
@@ -390,56 +407,11 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// What a TLS [`Stream`] carries besides its socket: who the peer is, and
-/// whether it proved itself with a client certificate. Dropping it tells the
-/// task behind the stream that its owner is gone.
-#[derive(Debug)]
-pub struct TlsLink {
-    _owner: DropGuard,
-    peer: Option<SocketAddr>,
-    client_verified: bool,
-}
-
-impl TlsLink {
-    /// The TCP peer.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-
-    /// Whether the peer presented a certificate the server's
-    /// `--tls-client-ca` verified.
-    pub fn client_verified(&self) -> bool {
-        self.client_verified
-    }
-}
-
-/// The task behind a TLS [`Stream`]: it moves bytes between the TLS
-/// session and the stream's socket, and ends once both directions are
-/// done, or at most 10 s after the stream is dropped. Nothing flows until it runs.
-pub struct Pump(Pin<Box<dyn Future<Output = ()> + Send>>);
-
-impl Future for Pump {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for Pump {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Pump")
-    }
-}
-
 fn bridge<S>(tls: S, peer: Option<SocketAddr>, client_verified: bool) -> io::Result<(Stream, Pump)>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (ours, theirs) = UnixStream::pair()?;
-    let owner = CancellationToken::new();
-    let pump = Pump(Box::pin(pump(tls, ours, owner.clone())));
-    Ok((Stream::Tls(theirs, TlsLink { _owner: owner.drop_guard(), peer, client_verified }), pump))
+    crate::bridge::bridge(Far { peer, client_verified, carrier: Carrier::Tls }, |ours, owner| pump(tls, ours, owner))
 }
 
 /// Moves bytes between the TLS session and our end of the pair until both

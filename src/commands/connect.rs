@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
-use super::tls_args::TlsClientArgs;
+use super::tls_args::{TlsClientArgs, WsArgs};
 use sockit::endpoint::Endpoint;
 use sockit::error::{Error, ExitCode};
 use sockit::units::parse_duration;
@@ -50,6 +50,9 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    #[command(flatten)]
+    pub ws: WsArgs,
 }
 
 /// Runs `sockit connect`.
@@ -59,7 +62,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         return udp(&args, &mut stdin).await;
     }
     let tls = args.tls.client(&args.endpoint)?;
-    let stream = args.endpoint.connect_with(args.wait, tls.as_ref()).await?;
+    let stream = args.endpoint.connect_ws(args.wait, tls.as_ref(), args.ws.config()).await?;
     pipe(stream, &args.pipe, &mut stdin).await.with_context(|| format!("connection to {}", args.endpoint))?;
     Ok(ExitCode::Ok)
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tracing::{debug, info, warn};
 
 use super::pipe::{MAX_DATAGRAM, PipeOpts, StdinPump, pipe, print_datagram};
-use super::tls_args::{AclArgs, TlsServerArgs};
+use super::tls_args::{AclArgs, TlsServerArgs, WsArgs};
 use sockit::endpoint::Endpoint;
 use sockit::error::ExitCode;
 use sockit::logging;
@@ -43,6 +43,9 @@ pub struct ListenArgs {
 
     #[command(flatten)]
     pub acl: AclArgs,
+
+    #[command(flatten)]
+    pub ws: WsArgs,
 }
 
 /// Runs `sockit listen`.
@@ -53,7 +56,8 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     }
     let signal = super::shutdown_signal();
     tokio::pin!(signal);
-    let listener = args.endpoint.bind_listener(args.tls.server(&[&args.endpoint])?).await?;
+    let mut listener = args.endpoint.bind_listener(args.tls.server(&[&args.endpoint])?).await?;
+    args.ws.apply(&mut listener);
     logging::listening(&listener.local_endpoint()?, "listen");
     // The server core's accept step: the ACL, refusals summed up rather
     // than logged one by one, the TLS handshake under its timeout.
@@ -65,7 +69,8 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         };
         let stream = tokio::select! {
             r = incoming.open() => match r {
-                Ok(s) => s,
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
                 Err(e) => {
                     warn!(%peer, "{e}");
                     continue;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::serve::LimitArgs;
-use super::tls_args::{TlsServerArgs, TlsVerifyArgs};
+use super::tls_args::{TlsServerArgs, TlsVerifyArgs, WsArgs};
 use sockit::endpoint::Endpoint;
 use sockit::error::{Error, ExitCode};
 use sockit::forward::Copy;
@@ -73,6 +73,9 @@ pub struct RelayArgs {
 
     #[command(flatten)]
     pub tls_client: TlsVerifyArgs,
+
+    #[command(flatten)]
+    pub ws: WsArgs,
 }
 
 /// Runs `sockit relay`.
@@ -83,9 +86,11 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let server = Server::new(args.limits.limits());
     match (args.from.is_datagram(), args.to.is_datagram()) {
         (false, false) => {
-            let listener = args.from.bind_listener(args.tls_server.server(&[&args.from])?).await?;
+            let mut listener = args.from.bind_listener(args.tls_server.server(&[&args.from])?).await?;
+            args.ws.apply(&mut listener);
             let tls = args.tls_client.client(&args.to)?;
-            let relay = Relay { to: args.to.clone(), connect_timeout: args.connect_timeout, copy: args.copy, tls };
+            let relay =
+                Relay { to: args.to.clone(), connect_timeout: args.connect_timeout, copy: args.copy, tls, ws: args.ws.config() };
             server
                 .serve_stream(listener, "relay", Arc::new(relay))
                 .with_context(|| format!("relaying {}", args.from))?;

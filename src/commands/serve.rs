@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use tracing::warn;
 
-use super::tls_args::{AclArgs, TlsServerArgs};
+use super::tls_args::{AclArgs, TlsServerArgs, WsArgs};
 use sockit::endpoint::{Endpoint, LISTEN_BACKLOG};
 use sockit::error::{Error, ExitCode};
 use sockit::lines::DEFAULT_MAX_LINE;
@@ -212,6 +212,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub tls: TlsServerArgs,
+
+    #[command(flatten)]
+    pub ws: WsArgs,
 }
 
 /// The files service's flags.
@@ -355,7 +358,7 @@ impl ExecArgs {
         }
         for ep in endpoints {
             match ep {
-                Endpoint::Tcp(hp)
+                Endpoint::Tcp(hp) | Endpoint::Ws { tls: false, at: hp, .. }
                     if !self.allow_plaintext && !hp.resolve().await?.iter().all(|a| a.ip().is_loopback()) =>
                 {
                     return Err(Error::Usage(format!(
@@ -363,7 +366,7 @@ impl ExecArgs {
                          instead, or pass --allow-plaintext"
                     )));
                 }
-                Endpoint::Tcp(_) | Endpoint::Unix(_) if token.is_none() => {
+                Endpoint::Tcp(_) | Endpoint::Unix(_) | Endpoint::Ws { tls: false, .. } if token.is_none() => {
                     return Err(Error::Usage(format!(
                         "exec on {ep} cannot check client certificates without TLS: give it a token too, or listen on tls://"
                     )));
@@ -500,7 +503,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             .with_context(context)?;
         } else {
-            let listener = endpoint.bind_listener(tls.clone()).await?;
+            let mut listener = endpoint.bind_listener(tls.clone()).await?;
+            args.ws.apply(&mut listener);
             match service {
                 ServiceName::Echo => server.serve_stream(listener, name, Arc::new(Echo)),
                 ServiceName::Stamp => server.serve_stream(listener, name, stamp.clone()),

@@ -3,12 +3,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sockit::acl::{Acl, Cidr};
-use sockit::endpoint::Endpoint;
+use sockit::endpoint::{Endpoint, Listener};
 use sockit::error::{Error, ExitCode};
 use sockit::logging;
 use sockit::tls::{ClientTls, ServerTls, Verify, parse_fingerprint};
+use sockit::units::{parse_duration, usize_size_in};
+use sockit::ws::WsConfig;
 
 /// `--allow` / `--deny`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -60,10 +63,7 @@ impl TlsServerArgs {
     pub fn server(&self, endpoints: &[&Endpoint]) -> Result<Option<Arc<ServerTls>>, Error> {
         let hosts: Vec<String> = endpoints
             .iter()
-            .filter_map(|e| match e {
-                Endpoint::Tls(hp) => Some(hp.host.clone()),
-                _ => None,
-            })
+            .filter_map(|e| e.tls_at().map(|hp| hp.host.clone()))
             .collect();
         if hosts.is_empty() {
             if self.tls_cert.is_some() || self.tls_client_ca.is_some() {
@@ -120,9 +120,9 @@ impl TlsVerifyArgs {
         endpoint: &Endpoint,
         cert_key: Option<(&std::path::Path, &std::path::Path)>,
     ) -> Result<Option<ClientTls>, Error> {
-        match endpoint {
-            Endpoint::Tls(_) => ClientTls::new(&self.verify(), cert_key).map(Some),
-            _ => Ok(None),
+        match endpoint.tls_at() {
+            Some(_) => ClientTls::new(&self.verify(), cert_key).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -147,8 +147,8 @@ impl TlsClientArgs {
     /// A TLS client for `endpoint` when it is `tls://`.
     pub fn client(&self, endpoint: &Endpoint) -> Result<Option<ClientTls>, Error> {
         let cert_key = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-        if cert_key.is_some() && !matches!(endpoint, Endpoint::Tls(_)) {
-            return Err(Error::Usage(format!("--tls-cert needs a tls:// endpoint, not {endpoint}")));
+        if cert_key.is_some() && endpoint.tls_at().is_none() {
+            return Err(Error::Usage(format!("--tls-cert needs a tls:// or wss:// endpoint, not {endpoint}")));
         }
         self.verify.client_with_cert(endpoint, cert_key)
     }
@@ -214,4 +214,51 @@ pub fn run_cert(args: CertArgs) -> anyhow::Result<ExitCode> {
     eprintln!("wrote {} and {} (for {})", cert_path.display(), key_path.display(), names.join(", "));
     println!("SHA-256 fingerprint: {}", made.fingerprint);
     Ok(ExitCode::Ok)
+}
+
+/// How `ws://` and `wss://` endpoints carry bytes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WsArgs {
+    /// On ws:// and wss:// endpoints, text messages of one line each
+    /// (without the newline) instead of binary messages of whatever bytes
+    /// come; an incoming message without a newline is read as one line.
+    #[arg(long)]
+    pub ws_text: bool,
+
+    /// The largest WebSocket message taken; a bigger one closes the
+    /// connection with code 1009 naming this limit [default: 64KiB; a line
+    /// service's own: --max-line].
+    #[arg(long, value_name = "BYTES", value_parser = usize_size_in(WS_MESSAGE_RANGE))]
+    pub ws_max_message: Option<usize>,
+
+    /// Ping a WebSocket peer this often, so proxies keep it open and a
+    /// vanished peer is noticed; 0 for never.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub ws_ping: Duration,
+}
+
+/// The range of --ws-max-message.
+pub const WS_MESSAGE_RANGE: std::ops::RangeInclusive<u64> = 16..=64 << 20;
+
+impl WsArgs {
+    /// The client side's settings (connect, relay's upstream, bench).
+    pub fn config(&self) -> WsConfig {
+        let mut c = WsConfig {
+            lines: self.ws_text,
+            text: self.ws_text,
+            ping: (!self.ws_ping.is_zero()).then_some(self.ws_ping),
+            ..WsConfig::default()
+        };
+        if let Some(max) = self.ws_max_message {
+            c.max_message = max;
+        }
+        c
+    }
+
+    /// Sets a WebSocket listener's connections up (others are left alone).
+    /// A line service's limits are set where it is served.
+    pub fn apply(&self, listener: &mut Listener) {
+        let config = self.config();
+        listener.configure_ws(|w| w.config = config);
+    }
 }

@@ -18,6 +18,7 @@ use crate::acl::Acl;
 use crate::conn::{Peer, Stream};
 use crate::endpoint::Listener;
 use crate::tls::ServerTls;
+use crate::ws::WsServer;
 
 /// How long accepting pauses when the process is out of descriptors:
 /// trying again at once would spin.
@@ -62,37 +63,52 @@ pub struct Admitted {
     pub slot: Slot,
 }
 
-/// An accepted stream whose TLS handshake, on a TLS listener, is still to
-/// run.
+/// An accepted stream whose handshake, on a TLS or WebSocket listener, is
+/// still to run.
 #[derive(Debug)]
 pub struct Incoming {
     stream: Stream,
     tls: Option<Arc<ServerTls>>,
+    ws: Option<Arc<WsServer>>,
     background: Option<Background>,
 }
 
 impl Incoming {
-    /// The plaintext stream: on a TLS listener, once the handshake is done
-    /// (within the TLS handshake timeout).
-    pub async fn open(self) -> io::Result<Stream> {
-        let (tls, tcp) = match (self.tls, self.stream) {
-            (Some(tls), Stream::Tcp(tcp)) => (tls, tcp),
-            (_, stream) => return Ok(stream),
+    /// The stream a service reads and writes: on a TLS listener once the
+    /// handshake is done (within the TLS handshake timeout), on a WebSocket
+    /// listener once upgraded. `None` when the connection was a plain HTTP
+    /// request that has had its answer (`/health`, a page).
+    pub async fn open(self) -> io::Result<Option<Stream>> {
+        let tcp = match self.stream {
+            Stream::Tcp(tcp) if self.tls.is_some() || self.ws.is_some() => tcp,
+            stream => return Ok(Some(stream)),
         };
-        let (stream, pump) = tls.handshake(tcp).await?;
+        let peer = tcp.peer_addr().ok();
+        let bridged = match (self.tls, self.ws) {
+            (Some(tls), None) => Some(tls.handshake(tcp).await?),
+            (tls, Some(ws)) => match tls {
+                Some(tls) => {
+                    let (session, verified) = tls.handshake_raw(tcp).await?;
+                    ws.accept(session, crate::ws::far(peer, verified)).await?
+                }
+                None => ws.accept(tcp, crate::ws::far(peer, false)).await?,
+            },
+            (None, None) => unreachable!("checked above"),
+        };
+        let Some((stream, pump)) = bridged else { return Ok(None) };
         match self.background {
             Some(background) => background.spawn(pump),
             None => drop(tokio::spawn(pump)),
         }
-        Ok(stream)
+        Ok(Some(stream))
     }
 
     /// The stream at once when there is no handshake to run; else `self`
     /// back, for [`Incoming::open`].
     pub fn into_plain(self) -> Result<Stream, Incoming> {
-        match self.tls {
-            None => Ok(self.stream),
-            Some(_) => Err(self),
+        match (&self.tls, &self.ws) {
+            (None, None) => Ok(self.stream),
+            _ => Err(self),
         }
     }
 }
@@ -180,15 +196,23 @@ impl Gate {
             }
             match Slot::take(self.places.as_ref(), &self.descriptors, self.cost) {
                 Ok(slot) => {
-                    let incoming =
-                        Incoming { stream, tls: self.listener.tls().cloned(), background: self.background.clone() };
+                    let incoming = Incoming {
+                        stream,
+                        tls: self.listener.tls().cloned(),
+                        ws: self.listener.ws().cloned(),
+                        background: self.background.clone(),
+                    };
                     return Admitted { incoming, peer, slot };
                 }
                 Err(why) => {
                     self.refusals.refused(self.name, peer, why);
-                    if let Some(msg) = busy.filter(|_| self.listener.tls().is_none()) {
-                        // A fresh socket's send buffer is empty: this does not block.
-                        let _ = stream.try_write(msg);
+                    // A fresh socket's send buffer is empty: this does not block.
+                    // On TLS the line would be garbage to the client; on a
+                    // WebSocket it goes as an HTTP 503.
+                    match (busy, self.listener.tls(), self.listener.ws()) {
+                        (Some(msg), None, None) => drop(stream.try_write(msg)),
+                        (Some(msg), None, Some(_)) => drop(stream.try_write(&crate::ws::busy_answer(msg))),
+                        _ => {}
                     }
                 }
             }

@@ -36,4 +36,8 @@ impl Service for Greet {
     fn busy_message(&self) -> Option<&[u8]> {
         Some(super::BUSY_LINE)
     }
+
+    fn line_limit(&self) -> Option<usize> {
+        Some(self.max_line)
+    }
 }

@@ -16,6 +16,7 @@ use crate::endpoint::Endpoint;
 use crate::forward::{Copy, forward};
 use crate::server::{DEFAULT_SESSION_QUEUE, DatagramSession, Datagrams, TLS_DESCRIPTORS};
 use crate::tls::ClientTls;
+use crate::ws::WsConfig;
 use crate::{Conn, Service};
 
 /// Room for the largest UDP payload.
@@ -31,24 +32,27 @@ pub struct Relay {
     pub connect_timeout: Duration,
     /// How bytes move.
     pub copy: Copy,
-    /// TLS settings for a `tls://` TO.
+    /// TLS settings for a `tls://` or `wss://` TO.
     pub tls: Option<ClientTls>,
+    /// How a `ws://` or `wss://` TO carries bytes.
+    pub ws: WsConfig,
 }
 
 impl Service for Relay {
     async fn serve(&self, conn: Conn) -> io::Result<()> {
         let upstream = self
             .to
-            .connect_with(Some(self.connect_timeout), self.tls.as_ref())
+            .connect_ws(Some(self.connect_timeout), self.tls.as_ref(), self.ws.clone())
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
         forward(conn, upstream, self.copy).await.map(|_| ())
     }
 
-    /// The client's socket, the upstream's (three over TLS), and a pipe of
+    /// The client's socket, the upstream's (three over TLS or WebSocket), and a pipe of
     /// two ends per direction when splicing.
     fn descriptors(&self) -> usize {
-        let upstream = if self.tls.is_some() { 1 + TLS_DESCRIPTORS } else { 1 };
+        let bridged = matches!(self.to, Endpoint::Tls(_) | Endpoint::Ws { .. });
+        let upstream = if bridged { 1 + TLS_DESCRIPTORS } else { 1 };
         let pipes = if self.copy == Copy::Splice { 4 } else { 0 };
         1 + upstream + pipes
     }

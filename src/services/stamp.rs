@@ -48,6 +48,10 @@ impl Service for Stamp {
     fn busy_message(&self) -> Option<&[u8]> {
         Some(super::BUSY_LINE)
     }
+
+    fn line_limit(&self) -> Option<usize> {
+        Some(self.max_line)
+    }
 }
 
 impl DatagramService for Stamp {

@@ -222,6 +222,10 @@ impl Service for Chat {
     fn busy_message(&self) -> Option<&[u8]> {
         Some(super::BUSY_LINE)
     }
+
+    fn line_limit(&self) -> Option<usize> {
+        Some(self.config.max_line)
+    }
 }
 
 impl Chat {
