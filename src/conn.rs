@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Descriptors;
 use crate::bridge::Link;
+use crate::server::Descriptors;
 
 /// A byte stream: TCP, Unix, TLS or WebSocket. Services see only this type.
 #[derive(Debug)]

@@ -81,8 +81,7 @@ impl ParseEndpointError {
     }
 }
 
-const FORMS: &str =
-    "HOST:PORT, [IPv6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:///path/to.sock, tls://HOST:PORT or ws://HOST:PORT/PATH";
+const FORMS: &str = "HOST:PORT, [IPv6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:///path/to.sock, tls://HOST:PORT or ws://HOST:PORT/PATH";
 
 impl FromStr for Endpoint {
     type Err = ParseEndpointError;
@@ -326,7 +325,9 @@ impl Endpoint {
             Endpoint::Ws { tls: secure, at, path } => {
                 let tls = match (secure, tls) {
                     (true, None) => {
-                        return Err(self.unsupported("a wss:// listener needs a certificate; this command has none to give"));
+                        return Err(
+                            self.unsupported("a wss:// listener needs a certificate; this command has none to give")
+                        );
                     }
                     (true, tls) => tls,
                     (false, _) => None,

@@ -324,7 +324,11 @@ impl ClientTls {
 
     /// Runs the client side of the handshake with `host` and returns the
     /// TLS session itself, for a protocol layered on TLS (`wss://`).
-    pub async fn connect_raw(&self, tcp: TcpStream, host: &str) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub async fn connect_raw(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("'{host}' as a TLS server name: {e}")))?;
         tokio::time::timeout(

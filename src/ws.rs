@@ -154,7 +154,10 @@ impl WsServer {
         let method = req.method.unwrap_or("");
         let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/");
         let header = |name: &str| {
-            req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
         };
         let upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
         if method != "GET" && method != "HEAD" {
@@ -210,7 +213,13 @@ impl WsServer {
 
 /// The client side: sends the upgrade for `path` to `host` (the `Host`
 /// header) over `io`, checks the answer, and bridges the WebSocket.
-pub(crate) async fn connect<S>(mut io: S, host: &str, path: &str, config: WsConfig, far: Far) -> io::Result<(Stream, Pump)>
+pub(crate) async fn connect<S>(
+    mut io: S,
+    host: &str,
+    path: &str,
+    config: WsConfig,
+    far: Far,
+) -> io::Result<(Stream, Pump)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,8 +238,9 @@ where
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no WebSocket handshake answer within 10s"))??;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(&buf[..len])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP answer ({e}): not a WebSocket server?")))?;
+    resp.parse(&buf[..len]).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP answer ({e}): not a WebSocket server?"))
+    })?;
     let code = resp.code.unwrap_or(0);
     if code != 101 {
         let body = String::from_utf8_lossy(&buf[len..]).trim().to_string();
@@ -242,7 +252,10 @@ where
     }
     let accept = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept")).map(|h| h.value);
     if accept != Some(accept_key(&key).as_bytes()) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "WebSocket upgrade answered with a wrong Sec-WebSocket-Accept"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "WebSocket upgrade answered with a wrong Sec-WebSocket-Accept",
+        ));
     }
     buf.advance(len);
     let rest = buf.freeze();
@@ -370,7 +383,8 @@ where
             let frame = match ws_in.read_frame(&mut |_| std::future::ready(Ok::<(), io::Error>(()))).await {
                 Ok(frame) => frame,
                 Err(WebSocketError::FrameTooLarge) => {
-                    let _ = control.send(Control::Close(1009, format!("message over {max} bytes ({limit_name})"))).await;
+                    let _ =
+                        control.send(Control::Close(1009, format!("message over {max} bytes ({limit_name})"))).await;
                     break;
                 }
                 Err(WebSocketError::InvalidUTF8) => {
@@ -387,7 +401,9 @@ where
                 OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                     size += frame.payload.len();
                     if size > max {
-                        let _ = control.send(Control::Close(1009, format!("message over {max} bytes ({limit_name})"))).await;
+                        let _ = control
+                            .send(Control::Close(1009, format!("message over {max} bytes ({limit_name})")))
+                            .await;
                         break;
                     }
                     if let Some(&b) = frame.payload.last() {

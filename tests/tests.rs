@@ -20,3 +20,4 @@ mod relay;
 mod services;
 mod tls;
 mod tutorial;
+mod ws;

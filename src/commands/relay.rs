@@ -89,8 +89,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             let mut listener = args.from.bind_listener(args.tls_server.server(&[&args.from])?).await?;
             args.ws.apply(&mut listener);
             let tls = args.tls_client.client(&args.to)?;
-            let relay =
-                Relay { to: args.to.clone(), connect_timeout: args.connect_timeout, copy: args.copy, tls, ws: args.ws.config() };
+            let relay = Relay {
+                to: args.to.clone(),
+                connect_timeout: args.connect_timeout,
+                copy: args.copy,
+                tls,
+                ws: args.ws.config(),
+            };
             server
                 .serve_stream(listener, "relay", Arc::new(relay))
                 .with_context(|| format!("relaying {}", args.from))?;

@@ -61,10 +61,7 @@ impl TlsServerArgs {
     /// `None`). An ephemeral certificate covers the listeners' host names,
     /// and its fingerprint is printed.
     pub fn server(&self, endpoints: &[&Endpoint]) -> Result<Option<Arc<ServerTls>>, Error> {
-        let hosts: Vec<String> = endpoints
-            .iter()
-            .filter_map(|e| e.tls_at().map(|hp| hp.host.clone()))
-            .collect();
+        let hosts: Vec<String> = endpoints.iter().filter_map(|e| e.tls_at().map(|hp| hp.host.clone())).collect();
         if hosts.is_empty() {
             if self.tls_cert.is_some() || self.tls_client_ca.is_some() {
                 return Err(Error::Usage(
@@ -235,6 +232,13 @@ pub struct WsArgs {
     /// vanished peer is noticed; 0 for never.
     #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
     pub ws_ping: Duration,
+
+    /// A WebSocket listener admits upgrades from browser pages of its own
+    /// origin only (against cross-site WebSocket hijacking); this admits
+    /// pages of ORIGIN too (`https://chat.example.com`; `*` for any).
+    /// Repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    pub web_origin: Vec<String>,
 }
 
 /// The range of --ws-max-message.
@@ -259,6 +263,9 @@ impl WsArgs {
     /// A line service's limits are set where it is served.
     pub fn apply(&self, listener: &mut Listener) {
         let config = self.config();
-        listener.configure_ws(|w| w.config = config);
+        listener.configure_ws(|w| {
+            w.config = config;
+            w.origins = self.web_origin.clone();
+        });
     }
 }
