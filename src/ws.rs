@@ -299,7 +299,8 @@ async fn respond<S: AsyncWrite + Unpin>(io: &mut S, status: u16, content_type: &
         _ => "",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n{}\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\nReferrer-Policy: no-referrer\r\n\
+         Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'\r\n{}\r\n",
         body.len(),
         if status == 426 { "Sec-WebSocket-Version: 13\r\n" } else { "" }
     );

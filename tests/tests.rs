@@ -20,4 +20,5 @@ mod relay;
 mod services;
 mod tls;
 mod tutorial;
+mod web;
 mod ws;

@@ -19,6 +19,7 @@ use sockit::services::{
     Chargen, Chat, Discard, Echo, Exec, ExecConfig, Files, FilesConfig, Greet, RawBroker, Stamp, chat,
 };
 use sockit::units::{number_in, parse_duration, size_in, usize_size_in};
+use sockit::ws::WsConfig;
 
 /// What `--max-conns` may be: a million open connections already need a
 /// million file descriptors and gigabytes of buffers.
@@ -169,6 +170,13 @@ pub struct ServeArgs {
     /// named, else SERVICE=ENDPOINT. Repeatable.
     #[arg(short, long, value_name = "[SERVICE=]ENDPOINT")]
     pub listen: Vec<String>,
+
+    /// Chat: serve its page for browsers here (`GET /`, the WebSocket on
+    /// `/ws`, `/health`), HOST:PORT or tls://HOST:PORT. Chat on its default
+    /// endpoint serves it on 127.0.0.1:7071 unless this says otherwise; a
+    /// chat given --listen serves a page only when asked.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub web: Option<Endpoint>,
 
     /// Stamp times in UTC instead of local time.
     #[arg(long)]
@@ -470,7 +478,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     // The raw broker sets aside its whole queue up front: only for --raw.
     let raw = (runs_chat && args.raw).then(|| Arc::new(RawBroker::new(args.max_queue)));
-    let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).collect::<Vec<_>>())?;
+    let web = web_endpoint(&args, runs_chat)?;
+    let tls = args.tls.server(&plan.iter().map(|(_, ep)| ep).chain(&web).collect::<Vec<_>>())?;
     let exec_eps: Vec<&Endpoint> = plan.iter().filter(|(s, _)| *s == ServiceName::Exec).map(|(_, ep)| ep).collect();
     let exec = match exec_eps.is_empty() {
         true => None,
@@ -483,6 +492,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         false => None,
     };
+    if let Some(web) = web {
+        let mut listener = web.bind_listener(tls.clone()).await?;
+        listener.configure_ws(|w| {
+            w.config = WsConfig { text: true, ..args.ws.config() };
+            w.origins = args.ws.web_origin.clone();
+            w.pages = chat::web::PAGES.to_vec();
+        });
+        let served = match raw.clone() {
+            Some(raw) => server.serve_stream(listener, "web", raw),
+            None => server.serve_stream(listener, "web", chat.clone()),
+        };
+        let at = served.with_context(|| format!("serving the chat page on {web}"))?;
+        if let Endpoint::Ws { tls, at, .. } = at {
+            eprintln!("chat page: {}://{at}/", if tls { "https" } else { "http" });
+        }
+    }
     // The core prints each listener's `listening on` line once it serves.
     for (service, endpoint) in plan {
         let name = service.name();
@@ -523,6 +548,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     server.run_until(signal).await;
     Ok(ExitCode::Ok)
+}
+
+/// Where chat's page goes: `--web` as a WebSocket endpoint on `/ws`, or
+/// 127.0.0.1:7071 for a chat on its default endpoint.
+fn web_endpoint(args: &ServeArgs, runs_chat: bool) -> Result<Option<Endpoint>, Error> {
+    let web = match &args.web {
+        Some(_) if !runs_chat => return Err(Error::Usage("--web serves the chat's page: run chat too".into())),
+        Some(web) => web.clone(),
+        None if runs_chat && args.listen.is_empty() => "127.0.0.1:7071".parse().expect("a valid endpoint"),
+        None => return Ok(None),
+    };
+    let path = chat::web::PATH.to_string();
+    match web {
+        Endpoint::Tcp(at) => Ok(Some(Endpoint::Ws { tls: false, at, path })),
+        Endpoint::Tls(at) => Ok(Some(Endpoint::Ws { tls: true, at, path })),
+        Endpoint::Ws { tls, at, .. } => Ok(Some(Endpoint::Ws { tls, at, path })),
+        other => Err(Error::Usage(format!("--web {other}: give HOST:PORT or tls://HOST:PORT"))),
+    }
 }
 
 #[cfg(test)]

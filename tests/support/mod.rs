@@ -147,16 +147,22 @@ impl Proc {
 
     /// Reads stdout until `want` bytes have come (bounded).
     pub fn read_stdout(&mut self, want: usize) -> Vec<u8> {
-        self.read_stdout_while(&format!("{want} bytes"), |got| got.len() < want)
+        self.read_stdout_while(&format!("{want} bytes"), WAIT, |got| got.len() < want)
     }
 
     /// Reads stdout until it contains `needle` (bounded).
     pub fn read_stdout_until(&mut self, needle: &str) -> String {
-        text(&self.read_stdout_while(&format!("{needle:?}"), |got| !text(got).contains(needle)))
+        self.read_stdout_until_within(needle, WAIT)
     }
 
-    fn read_stdout_while(&mut self, what: &str, more: impl Fn(&[u8]) -> bool) -> Vec<u8> {
-        let deadline = Instant::now() + WAIT;
+    /// [`Proc::read_stdout_until`] for a step known to take longer (a
+    /// browser session).
+    pub fn read_stdout_until_within(&mut self, needle: &str, wait: Duration) -> String {
+        text(&self.read_stdout_while(&format!("{needle:?}"), wait, |got| !text(got).contains(needle)))
+    }
+
+    fn read_stdout_while(&mut self, what: &str, wait: Duration, more: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + wait;
         let mut got = Vec::new();
         while more(&got) {
             match self.stdout_rx.as_ref().unwrap().recv_timeout(deadline.saturating_duration_since(Instant::now())) {

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod hub;
 pub mod protocol;
+pub mod web;
 
 /// Without the `redis` feature no chat is ever clustered: this stand-in
 /// has no values, so every `Some(cluster)` branch is provably dead and the
