@@ -82,8 +82,11 @@ pub(super) async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     let mut failed = 0u64;
     // Each client reads from the moment it connects: a broker announces
     // every join to everyone, and a client not yet read would fall behind.
+    // Over WebSocket, a line per message: a message is never cut mid-line.
+    let ws = sockit::ws::WsConfig { lines: true, ..Default::default() };
     for i in 0..args.clients {
-        let s = match args.endpoints[i % args.endpoints.len()].connect(Some(Duration::from_secs(5))).await {
+        let ep = &args.endpoints[i % args.endpoints.len()];
+        let s = match ep.connect_ws(Some(Duration::from_secs(5)), None, ws.clone()).await {
             Ok(s) => s,
             Err(_) => {
                 failed += 1;
