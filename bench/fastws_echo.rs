@@ -50,11 +50,7 @@ async fn main() -> std::io::Result<()> {
             while let Ok(frame) = ws.read_frame().await {
                 match frame.opcode {
                     OpCode::Close => return,
-                    OpCode::Text | OpCode::Binary => {
-                        if ws.write_frame(frame).await.is_err() {
-                            return;
-                        }
-                    }
+                    OpCode::Text | OpCode::Binary if ws.write_frame(frame).await.is_err() => return,
                     _ => {}
                 }
             }
