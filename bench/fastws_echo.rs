@@ -48,10 +48,13 @@ async fn main() -> std::io::Result<()> {
             }
             let mut ws = WebSocket::after_handshake(tcp, Role::Server);
             while let Ok(frame) = ws.read_frame().await {
-                match frame.opcode {
+                let echo = match frame.opcode {
                     OpCode::Close => return,
-                    OpCode::Text | OpCode::Binary if ws.write_frame(frame).await.is_err() => return,
-                    _ => {}
+                    OpCode::Text | OpCode::Binary => frame,
+                    _ => continue,
+                };
+                if ws.write_frame(echo).await.is_err() {
+                    return;
                 }
             }
         });
