@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::net::UnixStream;
@@ -72,12 +73,33 @@ impl fmt::Debug for Pump {
     }
 }
 
-/// Who is at the far end of a bridge, for its [`Link`].
-#[derive(Clone, Copy, Debug)]
+/// Why the server ended a connection, for a carrier that can say so (a
+/// WebSocket's close frame): the server sets it before it drops the
+/// service's stream, and the pump reads it when the stream ends.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict(Arc<OnceLock<(u16, String)>>);
+
+impl Verdict {
+    /// Records why (a WebSocket close code and a reason); the first call
+    /// wins.
+    pub fn set(&self, code: u16, reason: impl Into<String>) {
+        let _ = self.0.set((code, reason.into()));
+    }
+
+    /// What was recorded, if anything.
+    pub fn get(&self) -> Option<&(u16, String)> {
+        self.0.get()
+    }
+}
+
+/// Who is at the far end of a bridge, for its [`Link`], and where the
+/// server's verdict on the connection will be.
+#[derive(Clone, Debug)]
 pub(crate) struct Far {
     pub peer: Option<SocketAddr>,
     pub client_verified: bool,
     pub carrier: Carrier,
+    pub verdict: Verdict,
 }
 
 /// Makes the socket pair: the stream for the owner, and the pump that

@@ -380,7 +380,7 @@ impl Endpoint {
                 }
                 Endpoint::Ws { tls: secure, at, path } => {
                     let tcp = self.connect_tcp(at).await?;
-                    let far = ws::far(tcp.peer_addr().ok(), false);
+                    let far = ws::far(tcp.peer_addr().ok(), false, Default::default());
                     let host = at.to_string();
                     let bridged = if *secure {
                         let tls = client_tls()?.connect_raw(tcp, &at.host).await.map_err(|e| self.tls_err(e))?;

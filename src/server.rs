@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acl::Acl;
+use crate::bridge::Verdict;
 use crate::conn::{Conn, Meter};
 use crate::endpoint::{Endpoint, Listener};
 use crate::logging;
@@ -392,6 +393,8 @@ impl<S: Service> Acceptor<S> {
             let meter = Arc::new(Meter::new());
             let service = self.service.clone();
             let descriptors = self.gate.descriptors();
+            let verdict = Verdict::default();
+            let incoming = incoming.with_verdict(verdict.clone());
             // The service runs as a task of its own, so its wake-ups poll
             // only its own future; the supervisor wakes only to end it.
             let serve = match incoming.into_plain() {
@@ -410,7 +413,7 @@ impl<S: Service> Acceptor<S> {
                     self.tracker.spawn(serve.instrument(span.clone()))
                 }
             };
-            let task = supervise(serve, meter, self.limits.idle_timeout, self.force_close.clone());
+            let task = supervise(serve, meter, self.limits.idle_timeout, self.force_close.clone(), verdict);
             self.tracker.spawn(
                 async move {
                     task.await;
@@ -460,6 +463,7 @@ async fn supervise<W: Watched>(
     meter: Arc<W>,
     idle_timeout: Option<Duration>,
     force_close: CancellationToken,
+    verdict: Verdict,
 ) {
     meter.opened();
     let started = Instant::now();
@@ -469,8 +473,15 @@ async fn supervise<W: Watched>(
             Ok(r) => r.map(|()| "closed"),
             Err(e) => Err(io::Error::other(format!("service failed: {e}"))),
         },
-        _ = idle(&*meter, idle_timeout) => Ok("idle timeout"),
-        _ = force_close.cancelled() => Ok("grace period over"),
+        _ = idle(&*meter, idle_timeout) => {
+            let after = humantime::format_duration(idle_timeout.unwrap_or_default());
+            verdict.set(1008, format!("idle for {after} (--idle-timeout)"));
+            Ok("idle timeout")
+        }
+        _ = force_close.cancelled() => {
+            verdict.set(1001, "server shutting down (--grace is over)");
+            Ok("grace period over")
+        }
     };
     // Dropping the service's future closes the connection.
     serve.abort();
@@ -555,7 +566,7 @@ mod tests {
         let (meter, svc) = (conn.meter(), Arc::new(crate::services::Echo));
         let serve = async move { svc.serve(conn).await };
         assert!(std::mem::size_of_val(&serve) <= 640, "echo's future is {} bytes", std::mem::size_of_val(&serve));
-        let f = supervise(tokio::spawn(serve), meter, None, CancellationToken::new());
+        let f = supervise(tokio::spawn(serve), meter, None, CancellationToken::new(), Verdict::default());
         assert!(std::mem::size_of_val(&f) <= 512, "supervise future is {} bytes", std::mem::size_of_val(&f));
     }
 

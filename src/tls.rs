@@ -415,7 +415,8 @@ fn bridge<S>(tls: S, peer: Option<SocketAddr>, client_verified: bool) -> io::Res
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    crate::bridge::bridge(Far { peer, client_verified, carrier: Carrier::Tls }, |ours, owner| pump(tls, ours, owner))
+    let far = Far { peer, client_verified, carrier: Carrier::Tls, verdict: Default::default() };
+    crate::bridge::bridge(far, |ours, owner| pump(tls, ours, owner))
 }
 
 /// Moves bytes between the TLS session and our end of the pair until both

@@ -40,7 +40,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::{Carrier, Far, Pump, bridge};
+use crate::bridge::{Carrier, Far, Pump, Verdict, bridge};
 use crate::conn::Stream;
 
 /// Default for [`WsConfig::max_message`] where no line limit applies.
@@ -188,9 +188,10 @@ impl WsServer {
             );
             io.write_all(answer.as_bytes()).await?;
             buf.advance(len);
-            let config = self.config.clone();
+            let (config, verdict) = (self.config.clone(), far.verdict.clone());
             let rest = buf.freeze();
-            return bridge(far, move |ours, owner| pump(io, rest, ours, owner, Role::Server, config)).map(Some);
+            return bridge(far, move |ours, owner| pump(io, rest, ours, owner, Role::Server, config, verdict))
+                .map(Some);
         }
         let found = self.pages.iter().find(|p| p.path == path);
         match (path, found) {
@@ -259,12 +260,13 @@ where
     }
     buf.advance(len);
     let rest = buf.freeze();
-    bridge(far, move |ours, owner| pump(io, rest, ours, owner, Role::Client, config))
+    let verdict = far.verdict.clone();
+    bridge(far, move |ours, owner| pump(io, rest, ours, owner, Role::Client, config, verdict))
 }
 
 /// The bridge's far end for a WebSocket.
-pub(crate) fn far(peer: Option<std::net::SocketAddr>, client_verified: bool) -> Far {
-    Far { peer, client_verified, carrier: Carrier::WebSocket }
+pub(crate) fn far(peer: Option<std::net::SocketAddr>, client_verified: bool, verdict: Verdict) -> Far {
+    Far { peer, client_verified, carrier: Carrier::WebSocket, verdict }
 }
 
 /// Reads until the end of an HTTP head; returns its length. Refuses a head
@@ -362,8 +364,15 @@ enum Control {
 
 /// Carries one WebSocket: messages from the peer to the owner's socket,
 /// the owner's bytes out as messages, pings and the close handshake.
-async fn pump<S>(io: S, rest: Bytes, ours: UnixStream, owner: CancellationToken, role: Role, config: WsConfig)
-where
+async fn pump<S>(
+    io: S,
+    rest: Bytes,
+    ours: UnixStream,
+    owner: CancellationToken,
+    role: Role,
+    config: WsConfig,
+    verdict: Verdict,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (r, w) = tokio::io::split(io);
@@ -453,8 +462,11 @@ where
                         }
                         if !sent_close {
                             sent_close = true;
-                            let code = peer_closed.unwrap_or(1000);
-                            if ws_out.write_frame(Frame::close(echoable(code), b"")).await.is_err() {
+                            let (code, reason) = match (verdict.get(), peer_closed) {
+                                (Some((code, reason)), _) => (*code, reason.as_str()),
+                                (None, peer) => (echoable(peer.unwrap_or(1000)), ""),
+                            };
+                            if ws_out.write_frame(Frame::close(code, reason.as_bytes())).await.is_err() {
                                 break;
                             }
                         }

@@ -86,6 +86,13 @@ fn line_services_take_a_message_as_a_line_and_close_over_the_limit_with_1009() {
 }
 
 #[test]
+fn a_server_limit_closing_the_connection_says_which() {
+    let s = Proc::start(&["serve", "echo", "--listen", "ws://127.0.0.1:0", "--idle-timeout", "1s"], 1);
+    let closed = peer(&["over", &s.endpoint("echo", 0), "0"]);
+    assert!(closed.starts_with("1008 ") && closed.contains("--idle-timeout"), "{closed}");
+}
+
+#[test]
 fn browser_origins_health_and_plain_http() {
     let s = Proc::start(&["serve", "echo", "--listen", "ws://127.0.0.1:0/ws"], 1);
     let url = s.endpoint("echo", 0);

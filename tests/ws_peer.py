@@ -4,7 +4,8 @@
   ws_peer.py echo URL            binary and text round trips through an echo
   ws_peer.py bulk URL N          N random bytes out in 64 KiB binary messages,
                                  the same bytes back (sha256 compared)
-  ws_peer.py over URL SIZE       one SIZE-byte message; prints the close code
+  ws_peer.py over URL SIZE       one SIZE-byte message (0: none); prints the
+                                 close code and reason
   ws_peer.py origin URL ORIGIN   prints 'ok' or 'refused STATUS'
   ws_peer.py lines URL L1 L2…    sends each line as a text message, prints
                                  each text reply until 1 s of quiet
@@ -50,7 +51,8 @@ async def bulk(url, n):
 
 async def over(url, size):
     async with connect(url) as ws:
-        await ws.send(b"x" * size)
+        if size > 0:
+            await ws.send(b"x" * size)
         try:
             while True:
                 await asyncio.wait_for(ws.recv(), 10)

@@ -15,6 +15,7 @@ use tracing::{debug, error};
 
 use super::{Background, Descriptors, Kind, REFUSAL_LOG_INTERVAL, Refusals, Server, Slot, is_fd_exhaustion};
 use crate::acl::Acl;
+use crate::bridge::Verdict;
 use crate::conn::{Peer, Stream};
 use crate::endpoint::Listener;
 use crate::tls::ServerTls;
@@ -68,35 +69,49 @@ pub struct Admitted {
 #[derive(Debug)]
 pub struct Incoming {
     stream: Stream,
+    /// What the handshake needs; `None` on a plain listener.
+    upgrade: Option<Box<Upgrade>>,
+}
+
+#[derive(Debug)]
+struct Upgrade {
     tls: Option<Arc<ServerTls>>,
     ws: Option<Arc<WsServer>>,
     background: Option<Background>,
+    verdict: Verdict,
 }
 
 impl Incoming {
+    /// Where the server will say why it ended the connection, for a
+    /// WebSocket's close frame.
+    pub fn with_verdict(mut self, verdict: Verdict) -> Self {
+        if let Some(u) = &mut self.upgrade {
+            u.verdict = verdict;
+        }
+        self
+    }
+
     /// The stream a service reads and writes: on a TLS listener once the
     /// handshake is done (within the TLS handshake timeout), on a WebSocket
     /// listener once upgraded. `None` when the connection was a plain HTTP
     /// request that has had its answer (`/health`, a page).
     pub async fn open(self) -> io::Result<Option<Stream>> {
-        let tcp = match self.stream {
-            Stream::Tcp(tcp) if self.tls.is_some() || self.ws.is_some() => tcp,
-            stream => return Ok(Some(stream)),
+        let (tcp, u) = match (self.stream, self.upgrade) {
+            (Stream::Tcp(tcp), Some(u)) => (tcp, *u),
+            (stream, _) => return Ok(Some(stream)),
         };
         let peer = tcp.peer_addr().ok();
-        let bridged = match (self.tls, self.ws) {
+        let bridged = match (u.tls, u.ws) {
             (Some(tls), None) => Some(tls.handshake(tcp).await?),
-            (tls, Some(ws)) => match tls {
-                Some(tls) => {
-                    let (session, verified) = tls.handshake_raw(tcp).await?;
-                    ws.accept(session, crate::ws::far(peer, verified)).await?
-                }
-                None => ws.accept(tcp, crate::ws::far(peer, false)).await?,
-            },
-            (None, None) => unreachable!("checked above"),
+            (Some(tls), Some(ws)) => {
+                let (session, verified) = tls.handshake_raw(tcp).await?;
+                ws.accept(session, crate::ws::far(peer, verified, u.verdict)).await?
+            }
+            (None, Some(ws)) => ws.accept(tcp, crate::ws::far(peer, false, u.verdict)).await?,
+            (None, None) => return Ok(Some(Stream::Tcp(tcp))),
         };
         let Some((stream, pump)) = bridged else { return Ok(None) };
-        match self.background {
+        match u.background {
             Some(background) => background.spawn(pump),
             None => drop(tokio::spawn(pump)),
         }
@@ -106,9 +121,9 @@ impl Incoming {
     /// The stream at once when there is no handshake to run; else `self`
     /// back, for [`Incoming::open`].
     pub fn into_plain(self) -> Result<Stream, Incoming> {
-        match (&self.tls, &self.ws) {
-            (None, None) => Ok(self.stream),
-            _ => Err(self),
+        match self.upgrade {
+            None => Ok(self.stream),
+            Some(_) => Err(self),
         }
     }
 }
@@ -196,12 +211,11 @@ impl Gate {
             }
             match Slot::take(self.places.as_ref(), &self.descriptors, self.cost) {
                 Ok(slot) => {
-                    let incoming = Incoming {
-                        stream,
-                        tls: self.listener.tls().cloned(),
-                        ws: self.listener.ws().cloned(),
-                        background: self.background.clone(),
-                    };
+                    let (tls, ws) = (self.listener.tls().cloned(), self.listener.ws().cloned());
+                    let upgrade = (tls.is_some() || ws.is_some()).then(|| {
+                        Box::new(Upgrade { tls, ws, background: self.background.clone(), verdict: Verdict::default() })
+                    });
+                    let incoming = Incoming { stream, upgrade };
                     return Admitted { incoming, peer, slot };
                 }
                 Err(why) => {

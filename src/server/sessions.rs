@@ -301,7 +301,7 @@ impl<D: DatagramSession> Dispatcher<D> {
         };
         let service = self.service.clone();
         let serve = self.shared.tracker.spawn(async move { service.serve(datagrams).await }.instrument(span.clone()));
-        let task = supervise(serve, meter, Some(self.idle), self.shared.force_close.clone());
+        let task = supervise(serve, meter, Some(self.idle), self.shared.force_close.clone(), Default::default());
         let table = self.table.clone();
         self.shared.tracker.spawn(
             async move {
