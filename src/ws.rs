@@ -51,6 +51,8 @@ pub const DEFAULT_PING: Duration = Duration::from_secs(25);
 pub const MAX_HEAD: usize = 8 * 1024;
 /// How long the HTTP part of the handshake may take.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a line's start waits for its end before it goes as a message.
+const TAIL_WAIT: Duration = Duration::from_millis(20);
 /// After its owner has dropped the stream, how long the pump may still
 /// send what is left and wait for the peer's close.
 const LINGER: Duration = Duration::from_secs(5);
@@ -203,12 +205,23 @@ impl WsServer {
         Ok(None)
     }
 
+    /// A browser page may upgrade if its origin is listed (`--web-origin`),
+    /// or is this server itself reached by address or as `localhost`. A
+    /// page under some other name is refused even when the name points
+    /// here: after DNS rebinding, an attacker's page has both Origin and
+    /// Host under its own name.
     fn origin_allowed(&self, origin: &str, host: &str) -> bool {
-        if self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+        if self.origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
             return true;
         }
         let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        !host.is_empty() && authority.eq_ignore_ascii_case(host)
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let ours = name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+        ours && authority.eq_ignore_ascii_case(host)
     }
 }
 
@@ -450,6 +463,7 @@ async fn pump<S>(
         let mut buf = vec![0u8; 64 * 1024];
         let mut tail: Vec<u8> = Vec::new();
         let (mut owner_done, mut sent_close, mut peer_closed, mut reader_gone) = (false, false, None, false);
+        let mut flush_at = tokio::time::Instant::now();
         let mut ping = config.ping.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
         loop {
             tokio::select! {
@@ -477,7 +491,8 @@ async fn pump<S>(
                     }
                     let sent = if lines {
                         tail.extend_from_slice(&buf[..n]);
-                        send_lines(&mut ws_out, &mut tail, text, n < buf.len()).await
+                        flush_at = tokio::time::Instant::now() + TAIL_WAIT;
+                        send_lines(&mut ws_out, &mut tail, text, max).await
                     } else if text {
                         ws_out.write_frame(Frame::text(Payload::Owned(String::from_utf8_lossy(&buf[..n]).into_owned().into_bytes()))).await
                     } else {
@@ -512,6 +527,13 @@ async fn pump<S>(
                         }
                     }
                 },
+                // A line's end that has not come goes as it is, once the
+                // service has been quiet a moment (a prompt without a newline).
+                _ = tokio::time::sleep_until(flush_at), if !tail.is_empty() => {
+                    if send_line(&mut ws_out, &std::mem::take(&mut tail), text).await.is_err() {
+                        break;
+                    }
+                }
                 _ = tick(&mut ping) => {
                     let frame = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
                     if ws_out.write_frame(frame).await.is_err() {
@@ -550,13 +572,14 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Sends each whole line in `pending` as a message, and what is left too
-/// when `flush` (no more bytes were waiting).
+/// Sends each whole line in `pending` as a message; what is left waits for
+/// its newline, unless it has reached `max` bytes (then it goes as one
+/// message, so the wait never holds more than that).
 async fn send_lines<W: AsyncWrite + Unpin>(
     ws: &mut fastwebsockets::WebSocketWrite<W>,
     pending: &mut Vec<u8>,
     text: bool,
-    flush: bool,
+    max: usize,
 ) -> Result<(), WebSocketError> {
     let mut start = 0;
     while let Some(at) = memchr::memchr(b'\n', &pending[start..]) {
@@ -565,7 +588,7 @@ async fn send_lines<W: AsyncWrite + Unpin>(
         start = end;
     }
     pending.drain(..start);
-    if flush && !pending.is_empty() {
+    if pending.len() >= max {
         send_line(ws, &std::mem::take(pending), text).await?;
     }
     Ok(())
@@ -601,7 +624,11 @@ mod tests {
     fn same_origin_or_listed() {
         let mut s = WsServer::new("/");
         assert!(s.origin_allowed("http://127.0.0.1:7071", "127.0.0.1:7071"));
+        assert!(s.origin_allowed("http://localhost:7071", "localhost:7071"));
+        assert!(s.origin_allowed("http://[::1]:7071", "[::1]:7071"));
         assert!(!s.origin_allowed("http://evil.example", "127.0.0.1:7071"));
+        // DNS rebinding: the attacker's name in both headers.
+        assert!(!s.origin_allowed("http://evil.example:7071", "evil.example:7071"));
         s.origins.push("http://evil.example".into());
         assert!(s.origin_allowed("http://evil.example", "127.0.0.1:7071"));
     }

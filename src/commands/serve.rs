@@ -178,6 +178,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub web: Option<Endpoint>,
 
+    /// Chat: keep the last N posts of each room; a member who joins gets
+    /// them first, each line with its time, and `/since ID` gives a client
+    /// that comes back what it missed. 0 keeps none. At most 256 KiB per
+    /// room and 256 rooms, whatever N.
+    #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_HISTORY, value_parser = number_in::<usize>(0..=100_000))]
+    pub history: usize,
+
     /// Stamp times in UTC instead of local time.
     #[arg(long)]
     pub utc: bool,
@@ -464,6 +471,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue: args.max_queue,
         rate: args.rate,
         quiet_above: args.quiet_above,
+        history: args.history,
     };
     let runs_chat = plan.iter().any(|(s, _)| *s == ServiceName::Chat);
     let chat = Arc::new(match args.redis.as_deref().filter(|_| runs_chat) {
@@ -555,6 +563,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 fn web_endpoint(args: &ServeArgs, runs_chat: bool) -> Result<Option<Endpoint>, Error> {
     let web = match &args.web {
         Some(_) if !runs_chat => return Err(Error::Usage("--web serves the chat's page: run chat too".into())),
+        Some(_) if args.raw => {
+            return Err(Error::Usage("--web serves the line chat's page; chat --raw is a byte broker".into()));
+        }
+        None if args.raw => return Ok(None),
         Some(web) => web.clone(),
         None if runs_chat && args.listen.is_empty() => "127.0.0.1:7071".parse().expect("a valid endpoint"),
         None => return Ok(None),

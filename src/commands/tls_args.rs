@@ -250,7 +250,8 @@ impl WsArgs {
         let mut c = WsConfig {
             lines: self.ws_text,
             text: self.ws_text,
-            ping: (!self.ws_ping.is_zero()).then_some(self.ws_ping),
+            // At least a second apart: a tiny period would be a ping storm.
+            ping: (!self.ws_ping.is_zero()).then_some(self.ws_ping.max(Duration::from_secs(1))),
             ..WsConfig::default()
         };
         if let Some(max) = self.ws_max_message {

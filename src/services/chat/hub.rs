@@ -8,9 +8,9 @@
 //! the server's memory and never holds anyone else up. Direct messages go
 //! through a small queue per member.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
@@ -20,14 +20,87 @@ pub const LOBBY: &str = "lobby";
 /// Queue length for direct messages to one member.
 const DIRECT_QUEUE: usize = 64;
 
+/// Rooms whose history is kept at most; past it, the history of a room
+/// no one is in is dropped, and a new room keeps none while all are in use.
+pub const MAX_HISTORY_ROOMS: usize = 256;
+/// Bytes one room's history holds at most, whatever `--history` says: with
+/// [`MAX_HISTORY_ROOMS`], history never holds more than 64 MiB.
+pub const HISTORY_ROOM_BYTES: usize = 256 * 1024;
+
 /// One line on its way to a room: who sent it (0 for a notice everyone
-/// sees), and the bytes, newline included.
+/// sees), its place in the room's history (0 for none), and the bytes,
+/// newline included.
 #[derive(Clone, Debug)]
 pub struct Post {
     /// Sender's member id; its own posts are not echoed back to it.
     pub from: u64,
+    /// The room's id for it, rising by one per post; 0 for a notice.
+    pub id: u64,
     /// The line.
     pub line: Bytes,
+}
+
+/// A post kept in a room's history.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// Its id in the room.
+    pub id: u64,
+    /// When it was said.
+    pub at: chrono::DateTime<chrono::Local>,
+    /// Its lines, newline included.
+    pub line: Bytes,
+}
+
+/// A room's last posts. Ids rise by one per post from a start taken from
+/// the clock when the room's history began, so a client's last id from
+/// before a restart is older than anything here.
+#[derive(Debug)]
+pub struct History {
+    posts: VecDeque<Kept>,
+    bytes: usize,
+    /// The first id it gave.
+    base: u64,
+    next: u64,
+    cap: usize,
+}
+
+impl History {
+    fn new(cap: usize) -> Self {
+        let start = chrono::Utc::now().timestamp_micros().max(1) as u64;
+        History { posts: VecDeque::new(), bytes: 0, base: start, next: start, cap }
+    }
+
+    /// Keeps `line` and returns its id.
+    fn keep(&mut self, line: &Bytes) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        if self.cap > 0 {
+            self.bytes += line.len();
+            self.posts.push_back(Kept { id, at: chrono::Local::now(), line: line.clone() });
+            while self.posts.len() > self.cap || self.bytes > HISTORY_ROOM_BYTES {
+                let Some(old) = self.posts.pop_front() else { break };
+                self.bytes -= old.line.len();
+            }
+        }
+        id
+    }
+
+    /// The posts kept, oldest first.
+    pub fn posts(&self) -> impl Iterator<Item = &Kept> {
+        self.posts.iter()
+    }
+
+    /// The posts after `id`, and how many between it and them are lost:
+    /// `None` when `id` is from before this history began (the server
+    /// restarted), so the count is unknown.
+    pub fn since(&self, id: u64) -> (Vec<Kept>, Option<u64>) {
+        let after: Vec<Kept> = self.posts.iter().filter(|p| p.id > id).cloned().collect();
+        if id.saturating_add(1) < self.base || id >= self.next {
+            return (self.posts.iter().cloned().collect(), None);
+        }
+        let first = after.first().map_or(self.next, |p| p.id);
+        (after, Some(first - (id + 1)))
+    }
 }
 
 /// What this instance tells the others, when scaled out (see the
@@ -82,6 +155,10 @@ pub struct Inbox {
     pub say: broadcast::Sender<Post>,
     /// Direct messages and replies meant for it alone.
     pub direct: mpsc::Receiver<Bytes>,
+    /// Its room's history.
+    pub history: Arc<Mutex<History>>,
+    /// Whether room lines reach it marked with their id (`/ids`).
+    pub ids: bool,
 }
 
 /// Why a change was refused; the text is the `! ` line sent back.
@@ -105,6 +182,7 @@ struct State {
     members: HashMap<u64, Member>,
     nicks: HashMap<String, u64>,
     rooms: BTreeMap<String, Room>,
+    histories: HashMap<String, Arc<Mutex<History>>>,
 }
 
 /// The in-memory chat state.
@@ -114,6 +192,7 @@ pub struct Hub {
     next_id: AtomicU64,
     queue: usize,
     quiet_above: usize,
+    history: usize,
     outbox: Option<mpsc::Sender<Event>>,
 }
 
@@ -145,7 +224,20 @@ impl Hub {
     /// A hub whose members may fall `queue` posts behind, and whose rooms
     /// of more than `quiet_above` members hear no joins and leaves.
     pub fn new(queue: usize, quiet_above: usize) -> Self {
-        Hub { state: Mutex::default(), next_id: AtomicU64::new(1), queue: queue.max(1), quiet_above, outbox: None }
+        Hub {
+            state: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            queue: queue.max(1),
+            quiet_above,
+            history: 0,
+            outbox: None,
+        }
+    }
+
+    /// Keeps the last `n` posts of each room (`--history`), for members who
+    /// join and for clients that come back.
+    pub fn with_history(self, n: usize) -> Self {
+        Hub { history: n, ..self }
     }
 
     /// A hub that also hands its events to a cluster link (the receiver).
@@ -170,10 +262,10 @@ impl Hub {
         let (tx, direct) = mpsc::channel(DIRECT_QUEUE);
         st.members.insert(id, Member { nick: nick.clone(), room: LOBBY.into(), direct: tx });
         st.nicks.insert(nick.clone(), id);
-        let (room, say) = self.enter(&mut st, LOBBY);
+        let (room, say, history) = self.enter(&mut st, LOBBY);
         self.presence(&st, LOBBY, &format!("* {nick} joined"), id);
         self.publish(Event::Joined { nick: nick.clone(), room: LOBBY.into() });
-        Ok(Inbox { id, nick, room_name: LOBBY.into(), room, say, direct })
+        Ok(Inbox { id, nick, room_name: LOBBY.into(), room, say, direct, history, ids: false })
     }
 
     /// Whether `nick` is taken here.
@@ -196,7 +288,9 @@ impl Hub {
     pub fn deliver_room(&self, room: &str, line: Bytes) {
         let st = self.state.lock().unwrap();
         if let Some(r) = st.rooms.get(room) {
-            let _ = r.tx.send(Post { from: 0, line });
+            let mut history = st.histories.get(room).map(|h| h.lock().unwrap());
+            let id = history.as_mut().map_or(0, |h| h.keep(&line));
+            let _ = r.tx.send(Post { from: 0, id, line });
         }
     }
 
@@ -235,7 +329,12 @@ impl Hub {
     /// (the caller bounds the burst in bytes). Takes no lock: a member
     /// pouring lines in never holds anyone else up.
     pub fn say(&self, inbox: &Inbox, lines: Bytes) {
-        let _ = inbox.say.send(Post { from: inbox.id, line: lines.clone() });
+        // Kept and sent under the room's history lock: ids reach every
+        // member in order.
+        let mut history = inbox.history.lock().unwrap();
+        let id = history.keep(&lines);
+        let _ = inbox.say.send(Post { from: inbox.id, id, line: lines.clone() });
+        drop(history);
         self.publish(Event::Room { room: inbox.room_name.clone(), line: lines });
     }
 
@@ -271,7 +370,7 @@ impl Hub {
         let nick = m.nick.clone();
         self.presence(&st, &old, &format!("* {nick} left"), inbox.id);
         Self::exit(&mut st, &old);
-        (inbox.room, inbox.say) = self.enter(&mut st, room);
+        (inbox.room, inbox.say, inbox.history) = self.enter(&mut st, room);
         inbox.room_name = room.to_string();
         self.presence(&st, room, &format!("* {nick} joined"), 0);
         self.publish(Event::Left { nick: nick.clone(), room: old });
@@ -312,17 +411,33 @@ impl Hub {
     pub fn notice_all(&self, text: &str) {
         let st = self.state.lock().unwrap();
         for room in st.rooms.values() {
-            let _ = room.tx.send(Post { from: 0, line: line(text) });
+            let _ = room.tx.send(Post { from: 0, id: 0, line: line(text) });
         }
     }
 
-    fn enter(&self, st: &mut State, room: &str) -> (broadcast::Receiver<Post>, broadcast::Sender<Post>) {
+    /// A member enters `room`: its posts, its queue for them, its history.
+    fn enter(
+        &self,
+        st: &mut State,
+        room: &str,
+    ) -> (broadcast::Receiver<Post>, broadcast::Sender<Post>, Arc<Mutex<History>>) {
+        if !st.histories.contains_key(room) && st.histories.len() >= MAX_HISTORY_ROOMS {
+            // Drop the history of a room no one is in; with none, the
+            // oldest room's stays and this one keeps none.
+            let empty = st.histories.keys().find(|r| !st.rooms.contains_key(*r)).cloned();
+            if let Some(r) = empty {
+                st.histories.remove(&r);
+            }
+        }
+        let cap = if st.histories.len() < MAX_HISTORY_ROOMS { self.history } else { 0 };
+        let history =
+            st.histories.entry(room.to_string()).or_insert_with(|| Arc::new(Mutex::new(History::new(cap)))).clone();
         let r = st
             .rooms
             .entry(room.to_string())
             .or_insert_with(|| Room { tx: broadcast::channel(self.queue).0, members: 0 });
         r.members += 1;
-        (r.tx.subscribe(), r.tx.clone())
+        (r.tx.subscribe(), r.tx.clone(), history)
     }
 
     fn exit(st: &mut State, room: &str) {
@@ -346,7 +461,7 @@ impl Hub {
     fn announce(&self, st: &State, room: &str, text: &str, from: u64) {
         let line = line(text);
         if let Some(r) = st.rooms.get(room) {
-            let _ = r.tx.send(Post { from, line: line.clone() });
+            let _ = r.tx.send(Post { from, id: 0, line: line.clone() });
         }
         self.publish(Event::Room { room: room.to_string(), line });
     }

@@ -108,11 +108,23 @@ pub struct ChatConfig {
     /// left` notices (`--quiet-above`): in a crowd they are noise, and a
     /// crowd arriving at once would bury every line under them.
     pub quiet_above: usize,
+    /// Posts of each room kept for members who join and clients that come
+    /// back (`--history`); 0 keeps none.
+    pub history: usize,
 }
+
+/// Default `--history`.
+pub const DEFAULT_HISTORY: usize = 100;
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig { max_line: DEFAULT_MAX_LINE, queue: DEFAULT_QUEUE, rate: None, quiet_above: DEFAULT_QUIET_ABOVE }
+        ChatConfig {
+            max_line: DEFAULT_MAX_LINE,
+            queue: DEFAULT_QUEUE,
+            rate: None,
+            quiet_above: DEFAULT_QUIET_ABOVE,
+            history: DEFAULT_HISTORY,
+        }
     }
 }
 
@@ -128,7 +140,11 @@ impl Chat {
     /// A chat whose state lives in memory, in this process alone.
     pub fn new(config: ChatConfig) -> Self {
         let config = ChatConfig { queue: config.queue.max(1), ..config };
-        Chat { hub: Arc::new(Hub::new(config.queue, config.quiet_above)), cluster: None, config }
+        Chat {
+            hub: Arc::new(Hub::new(config.queue, config.quiet_above).with_history(config.history)),
+            cluster: None,
+            config,
+        }
     }
 
     /// A chat that is one with every other instance on the Redis at `url`.
@@ -143,7 +159,7 @@ impl Chat {
         let config = ChatConfig { queue: config.queue.max(1), ..config };
         let cluster = Cluster::new(url)?;
         let (hub, outbox) = Hub::clustered(config.queue, config.quiet_above);
-        let hub = Arc::new(hub);
+        let hub = Arc::new(hub.with_history(config.history));
         let link = cluster.clone().run(hub.clone(), outbox, stop);
         Ok((Chat { hub, cluster: Some(cluster), config }, link))
     }
@@ -238,6 +254,7 @@ impl Chat {
     ) -> io::Result<()> {
         let welcome = format!("Welcome to sockit chat, {}! You are in {LOBBY}; /help lists the commands.", inbox.nick);
         lines.send(welcome.as_bytes()).await?;
+        history(lines, inbox, 0).await?;
         let mut rate = self.config.rate.map(RateLimit::new);
         let mut out = Gathered::default();
         // Made once: a fresh one per wake-up would register and drop a
@@ -252,7 +269,7 @@ impl Chat {
                     return Ok(());
                 }
                 post = inbox.room.recv() => {
-                    match gather_ready(post, &mut inbox.room, inbox.id, &mut out) {
+                    match gather_ready(post, &mut inbox.room, (inbox.id, inbox.ids), &mut out) {
                         Ok(true) => {}
                         Ok(false) => return Ok(()),
                         Err(missed) => return kick(lines, missed).await,
@@ -364,7 +381,21 @@ impl Chat {
             Command::Join(r) if !valid_name(r) => {
                 vec![format!("! invalid room {r}: use letters, digits, - and _, at most 32")]
             }
-            Command::Join(r) => self.hub.switch(inbox, r).err().into_iter().collect(),
+            Command::Join(r) => match self.hub.switch(inbox, r) {
+                Ok(()) => {
+                    history(lines, inbox, 0).await?;
+                    vec![]
+                }
+                Err(declined) => vec![declined],
+            },
+            Command::Ids => {
+                inbox.ids = true;
+                vec!["* ids on: room lines start with #ID; /since ID gives what came after".into()]
+            }
+            Command::Since(id) => {
+                history(lines, inbox, id).await?;
+                vec![]
+            }
             Command::Rooms => {
                 let rooms: Vec<String> = self.rooms().await.iter().map(|(r, n)| format!("{r} ({n})")).collect();
                 vec![format!("* rooms: {}", rooms.join(", "))]
@@ -515,7 +546,7 @@ impl Gathered {
 fn gather_ready(
     first: Result<Post, RecvError>,
     rx: &mut broadcast::Receiver<Post>,
-    me: u64,
+    me: (u64, bool),
     out: &mut Gathered,
 ) -> Result<bool, u64> {
     match first {
@@ -574,10 +605,54 @@ async fn write_watching(
     Ok(Ok(()))
 }
 
-fn gather(out: &mut Gathered, post: Post, me: u64) {
-    if post.from != me {
+/// Adds a post for the member `me.0` (its own are not echoed), marked with
+/// its id when the member asked for ids (`me.1`).
+fn gather(out: &mut Gathered, post: Post, me: (u64, bool)) {
+    if post.from != me.0 {
+        if me.1 && post.id > 0 {
+            out.push(Bytes::from(format!("#{} ", post.id)));
+        }
         out.push(post.line);
     }
+}
+
+/// Sends the room's history after `since` (0: all of it), each line with
+/// its time — `[21:30:01] <alice> hi` — and, for a member with ids on, the
+/// post's id first. A gap is said: how many lines are lost, or that the
+/// history began after `since` (the server restarted).
+async fn history(lines: &mut Lines, inbox: &Inbox, since: u64) -> io::Result<()> {
+    let (posts, lost) = {
+        let h = inbox.history.lock().unwrap();
+        if since == 0 { (h.posts().cloned().collect(), Some(0)) } else { h.since(since) }
+    };
+    let room = &inbox.room_name;
+    match lost {
+        Some(0) => {}
+        Some(n) => lines.send(format!("* {n} lines of {room} were lost (older than its history)").as_bytes()).await?,
+        None => lines.send(format!("* lines of {room} from before its history began are lost").as_bytes()).await?,
+    }
+    if posts.is_empty() {
+        if since > 0 {
+            lines.send(format!("* {room} is up to date").as_bytes()).await?;
+        }
+        return Ok(());
+    }
+    let count: usize = posts.iter().map(|p| p.line.iter().filter(|&&b| b == b'\n').count()).sum();
+    lines.send(format!("* history of {room}, {count} lines:").as_bytes()).await?;
+    let mut out = Vec::new();
+    for p in &posts {
+        let time = p.at.format("%H:%M:%S");
+        for (i, line) in p.line.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            out.clear();
+            if inbox.ids && i == 0 {
+                out.extend_from_slice(format!("#{} ", p.id).as_bytes());
+            }
+            out.extend_from_slice(format!("[{time}] ").as_bytes());
+            out.extend_from_slice(line);
+            lines.send(&out).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Disconnects a client that fell too far behind, telling it why.
@@ -618,7 +693,7 @@ impl Service for RawBroker {
                 biased;
                 _ = &mut stopped => return Ok(()),
                 post = rx.recv() => {
-                    let behind = match gather_ready(post, &mut rx, id, &mut out) {
+                    let behind = match gather_ready(post, &mut rx, (id, false), &mut out) {
                         Ok(true) if out.len == 0 => continue,
                         Ok(true) => {
                             let behind = |_| (rx.len() >= self.queue).then_some(rx.len() as u64);
@@ -635,7 +710,7 @@ impl Service for RawBroker {
                     if n? == 0 {
                         return Ok(());
                     }
-                    let _ = self.tx.send(Post { from: id, line: input.split().freeze() });
+                    let _ = self.tx.send(Post { from: id, id: 0, line: input.split().freeze() });
                     input = BytesMut::new();
                 }
             }

@@ -20,6 +20,11 @@ pub enum Command<'a> {
     Msg(&'a str, &'a str),
     /// `/quit`.
     Quit,
+    /// `/ids`: room lines come with their id (`#ID `), for clients that
+    /// recover what they missed.
+    Ids,
+    /// `/since ID`: the room's lines after ID, from its history.
+    Since(u64),
     /// `/help`.
     Help,
     /// A command used wrong; the text says how to use it.
@@ -36,6 +41,9 @@ pub const HELP: &[&str] = &[
     "*   /rooms           list rooms and how many are in each",
     "*   /who             list who is in your room",
     "*   /msg NICK text   send text to NICK alone",
+    "*   /history         the room's last lines again",
+    "*   /ids             mark room lines with their id (#ID), for /since",
+    "*   /since ID        the room's lines after ID, and how many were lost",
     "*   /quit            leave",
     "*   anything else goes to everyone in your room (start with // to send a line starting with /)",
 ];
@@ -65,6 +73,12 @@ pub fn parse(line: &str) -> Command<'_> {
             _ => Command::Usage("usage: /msg NICK text"),
         },
         "quit" => Command::Quit,
+        "ids" => Command::Ids,
+        "history" => Command::Since(0),
+        "since" => match arg.parse() {
+            Ok(id) => Command::Since(id),
+            Err(_) => Command::Usage("usage: /since ID (a number from a #ID mark)"),
+        },
         "help" => Command::Help,
         _ => Command::Unknown(name),
     }
@@ -93,6 +107,9 @@ mod tests {
         assert_eq!(parse("/msg bob"), Command::Usage("usage: /msg NICK text"));
         assert_eq!(parse("/quit"), Command::Quit);
         assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/ids"), Command::Ids);
+        assert_eq!(parse("/since 42"), Command::Since(42));
+        assert_eq!(parse("/since x"), Command::Usage("usage: /since ID (a number from a #ID mark)"));
         assert_eq!(parse("/dance"), Command::Unknown("dance"));
         assert_eq!(parse("//etc/passwd"), Command::Say("/etc/passwd"));
         assert_eq!(parse("plain text"), Command::Say("plain text"));
