@@ -302,3 +302,46 @@ fn thousand_clients_in_one_room_all_receive_a_broadcast() {
     });
     assert_eq!(received, 999);
 }
+
+#[test]
+fn history_on_join_ids_and_since() {
+    let (_s, addr) = start_chat(&["--history", "3"]);
+    let mut a = ChatClient::join(addr);
+    a.rename("alice");
+    for i in 1..=4 {
+        a.send(&format!("line {i}"));
+    }
+    // A command after the lines: once answered, the lines are posted.
+    a.send("/who");
+    a.expect("* in lobby: alice");
+    let mut b = ChatClient::join(addr);
+    assert_eq!(b.line(), "* history of lobby, 3 lines:", "the last 3 of 4 posts");
+    for i in 2..=4 {
+        let l = b.line();
+        assert!(l.starts_with('[') && l.ends_with(&format!("] <alice> line {i}")), "{l}");
+    }
+    b.send("/ids");
+    b.expect("* ids on: room lines start with #ID; /since ID gives what came after");
+    a.send("line 5");
+    let l = b.next_said();
+    let (id, rest) = l.strip_prefix('#').and_then(|l| l.split_once(' ')).unwrap_or_else(|| panic!("{l}"));
+    let id: u64 = id.parse().unwrap();
+    assert_eq!(rest, "<alice> line 5");
+    // What came after id - 2: line 4 and line 5, nothing lost.
+    b.send(&format!("/since {}", id - 2));
+    assert_eq!(b.line(), "* history of lobby, 2 lines:");
+    assert!(b.line().starts_with(&format!("#{} [", id - 1)));
+    assert!(b.line().ends_with("] <alice> line 5"));
+    b.send(&format!("/since {id}"));
+    assert_eq!(b.line(), "* lobby is up to date");
+    // line 1 and 2 fell out of a 3-post history: 2 lost, 3 kept.
+    b.send(&format!("/since {}", id - 5));
+    assert_eq!(b.line(), "* 2 lines of lobby were lost (older than its history)");
+    assert_eq!(b.line(), "* history of lobby, 3 lines:");
+    for i in 3..=5 {
+        assert!(b.line().ends_with(&format!("] <alice> line {i}")));
+    }
+    // An id from before this server began (a restart): lost, count unknown.
+    b.send("/since 7");
+    assert_eq!(b.line(), "* lines of lobby from before its history began are lost");
+}

@@ -34,20 +34,21 @@ pub const HISTORY_ROOM_BYTES: usize = 256 * 1024;
 pub struct Post {
     /// Sender's member id; its own posts are not echoed back to it.
     pub from: u64,
-    /// The room's id for it, rising by one per post; 0 for a notice.
+    /// The room's id for its first line, rising by one per line; 0 for a
+    /// notice.
     pub id: u64,
     /// The line.
     pub line: Bytes,
 }
 
-/// A post kept in a room's history.
+/// A line kept in a room's history.
 #[derive(Clone, Debug)]
 pub struct Kept {
     /// Its id in the room.
     pub id: u64,
     /// When it was said.
     pub at: chrono::DateTime<chrono::Local>,
-    /// Its lines, newline included.
+    /// The line, newline included.
     pub line: Bytes,
 }
 
@@ -70,19 +71,26 @@ impl History {
         History { posts: VecDeque::new(), bytes: 0, base: start, next: start, cap }
     }
 
-    /// Keeps `line` and returns its id.
-    fn keep(&mut self, line: &Bytes) -> u64 {
-        let id = self.next;
-        self.next += 1;
-        if self.cap > 0 {
-            self.bytes += line.len();
-            self.posts.push_back(Kept { id, at: chrono::Local::now(), line: line.clone() });
-            while self.posts.len() > self.cap || self.bytes > HISTORY_ROOM_BYTES {
-                let Some(old) = self.posts.pop_front() else { break };
-                self.bytes -= old.line.len();
+    /// Keeps each line of a post, one id each; returns the first id.
+    fn keep(&mut self, post: &Bytes) -> u64 {
+        let first = self.next;
+        let at = chrono::Local::now();
+        let mut start = 0;
+        while start < post.len() {
+            let end = memchr::memchr(b'\n', &post[start..]).map_or(post.len(), |i| start + i + 1);
+            let id = self.next;
+            self.next += 1;
+            if self.cap > 0 {
+                self.bytes += end - start;
+                self.posts.push_back(Kept { id, at, line: post.slice(start..end) });
             }
+            start = end;
         }
-        id
+        while self.posts.len() > self.cap || self.bytes > HISTORY_ROOM_BYTES {
+            let Some(old) = self.posts.pop_front() else { break };
+            self.bytes -= old.line.len();
+        }
+        first
     }
 
     /// The posts kept, oldest first.

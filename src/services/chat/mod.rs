@@ -609,10 +609,16 @@ async fn write_watching(
 /// its id when the member asked for ids (`me.1`).
 fn gather(out: &mut Gathered, post: Post, me: (u64, bool)) {
     if post.from != me.0 {
-        if me.1 && post.id > 0 {
-            out.push(Bytes::from(format!("#{} ", post.id)));
+        if !(me.1 && post.id > 0) {
+            return out.push(post.line);
         }
-        out.push(post.line);
+        let (mut start, mut id) = (0, post.id);
+        while start < post.line.len() {
+            let end = memchr::memchr(b'\n', &post.line[start..]).map_or(post.line.len(), |i| start + i + 1);
+            out.push(Bytes::from(format!("#{id} ")));
+            out.push(post.line.slice(start..end));
+            (start, id) = (end, id + 1);
+        }
     }
 }
 
@@ -637,20 +643,16 @@ async fn history(lines: &mut Lines, inbox: &Inbox, since: u64) -> io::Result<()>
         }
         return Ok(());
     }
-    let count: usize = posts.iter().map(|p| p.line.iter().filter(|&&b| b == b'\n').count()).sum();
-    lines.send(format!("* history of {room}, {count} lines:").as_bytes()).await?;
+    lines.send(format!("* history of {room}, {} lines:", posts.len()).as_bytes()).await?;
     let mut out = Vec::new();
     for p in &posts {
-        let time = p.at.format("%H:%M:%S");
-        for (i, line) in p.line.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            out.clear();
-            if inbox.ids && i == 0 {
-                out.extend_from_slice(format!("#{} ", p.id).as_bytes());
-            }
-            out.extend_from_slice(format!("[{time}] ").as_bytes());
-            out.extend_from_slice(line);
-            lines.send(&out).await?;
+        out.clear();
+        if inbox.ids {
+            out.extend_from_slice(format!("#{} ", p.id).as_bytes());
         }
+        out.extend_from_slice(format!("[{}] ", p.at.format("%H:%M:%S")).as_bytes());
+        out.extend_from_slice(p.line.strip_suffix(b"\n").unwrap_or(&p.line));
+        lines.send(&out).await?;
     }
     Ok(())
 }
