@@ -17,6 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 page, host, port, shot = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+web_port = page.rsplit(":", 1)[1].strip("/")
 WAIT = 15
 
 
@@ -114,6 +115,28 @@ try:
             sys.exit("an alert ran")
         except NoAlertPresentException:
             pass
+
+    # Someone who joins later sees the history, marked as history.
+    late = browser()
+    try:
+        join(late, "dave")
+        wait_line(late, "<alice> hello from alice", "dave")
+        hist = late.find_elements(By.CSS_SELECTOR, "#log div.history")
+        assert any("<alice> hello from alice" in e.text for e in hist), "history not marked"
+    finally:
+        late.quit()
+
+    # The server drops the pages' connections (ss -K on its side); lines
+    # said meanwhile are recovered when the pages come back: each once.
+    subprocess.run(["ss", "-K", "sport", "=", ":" + web_port], check=True, capture_output=True)
+    for i in (1, 2):
+        nc.send(f"said while you were away {i}")
+    for who, d in (("alice", alice), ("bob", bob)):
+        wait_line(d, "said while you were away 2", who)
+        wait_state(d, "connected", who)
+        for i in (1, 2):
+            n = sum(f"<carol> said while you were away {i}" in l for l in lines(d))
+            assert n == 1, f"{who} shows line {i} {n} times: {lines(d)!r}"
 
     # The test restarts the server: the pages reconnect by themselves.
     print("restart", flush=True)

@@ -6,6 +6,10 @@
   const $ = (id) => document.getElementById(id);
   const log = $("log"), state = $("state"), line = $("line");
   let ws = null, nick = "", me = "", room = "lobby", joining = "", backoff = 500, timer = null, wanted = false;
+  // The id of the last room line seen (from /ids), and whether the history a
+  // new connection gets first is to be skipped: after a reconnect, /since
+  // gives exactly what was missed instead.
+  let lastId = 0, skipHistory = false;
 
   function show(text, cls) {
     const div = document.createElement("div");
@@ -30,12 +34,33 @@
   }
 
   function received(text) {
+    let cls = "";
+    const marked = /^#(\d+) (.*)$/.exec(text);
+    if (marked) {
+      const id = Number(marked[1]);
+      if (id <= lastId) return; // seen already
+      lastId = id;
+      text = marked[2];
+    }
+    if (text.startsWith("[")) {
+      if (skipHistory && !marked) return;
+      cls = "history";
+    } else if (text.startsWith("* history of ")) {
+      if (skipHistory) return;
+    } else if (text.startsWith("* ids on") || / is up to date$/.test(text)) {
+      return;
+    } else if (!text.startsWith("Welcome")) {
+      skipHistory = false;
+    }
     let m = /^Welcome to sockit chat, (\S+)! You are in (\S+);/.exec(text);
     if (m) me = m[1];
     m = /^\* (\S+) is now (\S+)$/.exec(text);
     if (m && m[1] === me) me = m[2];
-    if (text === "* " + me + " joined" && joining) { room = joining; $("room").textContent = room; joining = ""; }
-    show(text, classify(text));
+    if (text === "* " + me + " joined" && joining) {
+      if (joining !== room) lastId = 0; // ids are per room
+      room = joining; $("room").textContent = room; joining = "";
+    }
+    show(text, cls || classify(text));
   }
 
   function connect() {
@@ -46,8 +71,10 @@
     ws.onopen = () => {
       backoff = 500;
       setState("open", "connected");
+      ws.send("/ids");
       if (nick) ws.send("/nick " + nick);
       if (room !== "lobby") { joining = room; ws.send("/join " + room); }
+      if (lastId) ws.send("/since " + lastId);
     };
     ws.onmessage = (e) => {
       const text = typeof e.data === "string" ? e.data : "";
@@ -59,6 +86,7 @@
       if (!wanted) return setState("closed", "closed" + why);
       setState("closed", "reconnecting in " + Math.round(backoff / 1000) + "s" + why);
       show("* disconnected" + why + "; reconnecting", "notice");
+      skipHistory = true;
       timer = setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 30000);
     };
