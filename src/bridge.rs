@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -73,22 +74,41 @@ impl fmt::Debug for Pump {
     }
 }
 
-/// Why the server ended a connection, for a carrier that can say so (a
-/// WebSocket's close frame): the server sets it before it drops the
-/// service's stream, and the pump reads it when the stream ends.
+/// What a connection's pump and its server tell each other: why the
+/// server ended the connection, for a carrier that can say so (a
+/// WebSocket's close frame: the server sets it before it drops the
+/// service's stream, and the pump reads it when the stream ends); and that
+/// the peer is alive though the service hears nothing (a WebSocket pong),
+/// which counts against `--idle-timeout` like a byte.
 #[derive(Clone, Debug, Default)]
-pub struct Verdict(Arc<OnceLock<(u16, String)>>);
+pub struct Verdict(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    why: OnceLock<(u16, String)>,
+    alive: AtomicU64,
+}
 
 impl Verdict {
     /// Records why (a WebSocket close code and a reason); the first call
     /// wins.
     pub fn set(&self, code: u16, reason: impl Into<String>) {
-        let _ = self.0.set((code, reason.into()));
+        let _ = self.0.why.set((code, reason.into()));
     }
 
     /// What was recorded, if anything.
     pub fn get(&self) -> Option<&(u16, String)> {
-        self.0.get()
+        self.0.why.get()
+    }
+
+    /// The peer showed it is alive (a pong).
+    pub fn alive(&self) {
+        self.0.alive.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often it did.
+    pub fn signs_of_life(&self) -> u64 {
+        self.0.alive.load(Ordering::Relaxed)
     }
 }
 

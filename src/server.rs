@@ -473,7 +473,7 @@ async fn supervise<W: Watched>(
             Ok(r) => r.map(|()| "closed"),
             Err(e) => Err(io::Error::other(format!("service failed: {e}"))),
         },
-        _ = idle(&*meter, idle_timeout) => {
+        _ = idle(&*meter, &verdict, idle_timeout) => {
             let after = humantime::format_duration(idle_timeout.unwrap_or_default());
             verdict.set(1008, format!("idle for {after} (--idle-timeout)"));
             Ok("idle timeout")
@@ -491,15 +491,16 @@ async fn supervise<W: Watched>(
 /// Completes once nothing has moved for `timeout` (to within an eighth of
 /// it): the meter's counts are sampled every `timeout / 8`, and the
 /// connection is idle once they have not changed for `timeout`.
-async fn idle<W: Watched + ?Sized>(meter: &W, timeout: Option<Duration>) {
+async fn idle<W: Watched + ?Sized>(meter: &W, verdict: &Verdict, timeout: Option<Duration>) {
+    let activity = || meter.activity().wrapping_add(verdict.signs_of_life());
     let Some(timeout) = timeout else { return pending().await };
     // At least a millisecond: `--idle-timeout 1ns` must not spin.
     let step = (timeout / 8).max(Duration::from_millis(1));
     // tokio's clock, so tests can pause time.
-    let (mut seen, mut since) = (meter.activity(), tokio::time::Instant::now());
+    let (mut seen, mut since) = (activity(), tokio::time::Instant::now());
     loop {
         tokio::time::sleep(step).await;
-        let now = meter.activity();
+        let now = activity();
         if now != seen {
             (seen, since) = (now, tokio::time::Instant::now());
         } else if since.elapsed() >= timeout {
@@ -575,7 +576,8 @@ mod tests {
         let meter = Meter::new();
         let t = Duration::from_secs(80);
         let started = tokio::time::Instant::now();
-        let watch = idle(&meter, Some(t));
+        let verdict = Verdict::default();
+        let watch = idle(&meter, &verdict, Some(t));
         tokio::pin!(watch);
         // Activity at 50s and 100s pushes the deadline out.
         for at in [50, 100] {

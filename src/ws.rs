@@ -398,6 +398,7 @@ async fn pump<S>(
     let (control, mut controls) = mpsc::channel::<Control>(4);
     let max = config.max_message;
     let (lines, text, limit_name) = (config.lines, config.text, config.limit_name);
+    let alive = verdict.clone();
 
     let incoming = async move {
         let mut size = 0usize;
@@ -445,7 +446,9 @@ async fn pump<S>(
                 OpCode::Ping => {
                     let _ = control.send(Control::Pong(frame.payload.to_vec())).await;
                 }
-                OpCode::Pong => {}
+                // The answer to our keepalive: the peer is there, though
+                // the service may hear nothing from it for a long while.
+                OpCode::Pong => alive.alive(),
                 OpCode::Close => {
                     let code = match &frame.payload[..] {
                         [a, b, ..] => u16::from_be_bytes([*a, *b]),

@@ -93,6 +93,13 @@ fn a_server_limit_closing_the_connection_says_which() {
 }
 
 #[test]
+fn pongs_keep_a_quiet_peer_from_the_idle_timeout() {
+    let args = ["serve", "echo", "--listen", "ws://127.0.0.1:0", "--idle-timeout", "2s", "--ws-ping", "1s"];
+    let s = Proc::start(&args, 1);
+    assert_eq!(peer(&["hold", &s.endpoint("echo", 0), "4"]).trim(), "open");
+}
+
+#[test]
 fn browser_origins_health_and_plain_http() {
     let s = Proc::start(&["serve", "echo", "--listen", "ws://127.0.0.1:0/ws"], 1);
     let url = s.endpoint("echo", 0);

@@ -7,6 +7,8 @@
   ws_peer.py over URL SIZE       one SIZE-byte message (0: none); prints the
                                  close code and reason
   ws_peer.py origin URL ORIGIN   prints 'ok' or 'refused STATUS'
+  ws_peer.py hold URL SECS       says nothing for SECS (pongs answer pings);
+                                 prints 'open' or 'closed CODE'
   ws_peer.py lines URL L1 L2…    sends each line as a text message, prints
                                  each text reply until 1 s of quiet
   ws_peer.py server              a server: greets, then answers each message
@@ -59,6 +61,16 @@ async def over(url, size):
         except websockets.ConnectionClosed as e:
             print(e.rcvd.code if e.rcvd else "none", e.rcvd.reason if e.rcvd else "")
 
+async def hold(url, secs):
+    async with connect(url) as ws:
+        try:
+            await asyncio.wait_for(ws.recv(), secs)
+            print("message")
+        except asyncio.TimeoutError:
+            print("open")
+        except websockets.ConnectionClosed as e:
+            print("closed", e.rcvd.code if e.rcvd else "none")
+
 async def origin(url, org):
     try:
         async with connect(url, origin=org) as ws:
@@ -91,6 +103,7 @@ mode, args = sys.argv[1], sys.argv[2:]
 if mode == "echo": asyncio.run(echo(args[0]))
 elif mode == "bulk": asyncio.run(bulk(args[0], int(args[1])))
 elif mode == "over": asyncio.run(over(args[0], int(args[1])))
+elif mode == "hold": asyncio.run(hold(args[0], float(args[1])))
 elif mode == "origin": asyncio.run(origin(args[0], args[1]))
 elif mode == "lines": asyncio.run(lines(args[0], args[1:]))
 elif mode == "server": asyncio.run(server())
