@@ -40,6 +40,28 @@ fn two_browsers_and_nc_chat_then_the_pages_reconnect_by_themselves() {
 }
 
 #[test]
+fn limits_hold_for_web_clients() {
+    // --deny: the connection is closed before any byte is read.
+    let s =
+        Proc::start(&["serve", "chat", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0", "--deny", "127.0.0.0/8"], 2);
+    let ws = s.endpoint("web", 0);
+    let origin = format!("http://{}", ws.trim_start_matches("ws://").trim_end_matches("/ws"));
+    let mut py = Command::new("/usr/bin/python3");
+    py.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_peer.py")).args(["origin", &ws, &origin]);
+    assert_eq!(text(&run_cmd(py, b"").stdout).trim(), "dropped");
+    // --max-conns 1: with one web client in, the next is told 503.
+    let s = Proc::start(&["serve", "chat", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0", "--max-conns", "1"], 2);
+    let ws = s.endpoint("web", 0);
+    let mut hold = Command::new("/usr/bin/python3");
+    hold.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_peer.py")).args(["hold", &ws, "20"]);
+    let mut first = Proc::spawn(hold, 0);
+    first.read_stdout_until("connected\n");
+    let mut py = Command::new("/usr/bin/python3");
+    py.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_peer.py")).args(["origin", &ws, "http://127.0.0.1"]);
+    assert_eq!(text(&run_cmd(py, b"").stdout).trim(), "refused 503");
+}
+
+#[test]
 fn the_page_health_and_a_cross_site_upgrade() {
     let s = Proc::start(&["serve", "chat", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"], 2);
     let ws = s.endpoint("web", 0);

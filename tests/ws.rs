@@ -96,7 +96,7 @@ fn a_server_limit_closing_the_connection_says_which() {
 fn pongs_keep_a_quiet_peer_from_the_idle_timeout() {
     let args = ["serve", "echo", "--listen", "ws://127.0.0.1:0", "--idle-timeout", "2s", "--ws-ping", "1s"];
     let s = Proc::start(&args, 1);
-    assert_eq!(peer(&["hold", &s.endpoint("echo", 0), "4"]).trim(), "open");
+    assert_eq!(peer(&["hold", &s.endpoint("echo", 0), "4"]), "connected\nopen\n");
 }
 
 #[test]

@@ -8,7 +8,8 @@
                                  close code and reason
   ws_peer.py origin URL ORIGIN   prints 'ok' or 'refused STATUS'
   ws_peer.py hold URL SECS       says nothing for SECS (pongs answer pings);
-                                 prints 'open' or 'closed CODE'
+                                 prints 'connected', then 'open' or
+                                 'closed CODE'
   ws_peer.py lines URL L1 L2…    sends each line as a text message, prints
                                  each text reply until 1 s of quiet
   ws_peer.py server              a server: greets, then answers each message
@@ -63,13 +64,17 @@ async def over(url, size):
 
 async def hold(url, secs):
     async with connect(url) as ws:
+        print("connected", flush=True)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + secs
         try:
-            await asyncio.wait_for(ws.recv(), secs)
-            print("message")
+            while loop.time() < end:
+                await asyncio.wait_for(ws.recv(), end - loop.time())
         except asyncio.TimeoutError:
-            print("open")
+            pass
         except websockets.ConnectionClosed as e:
-            print("closed", e.rcvd.code if e.rcvd else "none")
+            return print("closed", e.rcvd.code if e.rcvd else "none")
+        print("open")
 
 async def origin(url, org):
     try:
@@ -77,7 +82,9 @@ async def origin(url, org):
             print("ok")
     except websockets.exceptions.InvalidHandshake as e:
         status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
-        print("refused", status)
+        print("refused", status) if status else print("dropped")
+    except (OSError, EOFError, websockets.exceptions.ConnectionClosed) as e:
+        print("dropped")
 
 async def lines(url, msgs):
     async with connect(url) as ws:
