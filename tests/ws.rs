@@ -74,6 +74,11 @@ fn relay_carries_16_mib_both_ways_between_tcp_and_websocket() {
     let to = tcp_echo.endpoint("echo", 0);
     let relay = Proc::start(&["relay", "ws://127.0.0.1:0/", &to], 1);
     assert_eq!(peer(&["bulk", &relay.endpoint("relay", 0), &N.to_string()]).trim(), "ok");
+    // Half-close through it: the client's close reaches the TCP echo as
+    // EOF, and the reply still comes back before the close is answered.
+    let out = run(&["connect", &relay.endpoint("relay", 0)], b"last words");
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "last words");
 }
 
 #[test]
